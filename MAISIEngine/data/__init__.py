@@ -1,0 +1,1 @@
+"""Package data: the MAISI label dictionary, HU statistics and modality ids (pure data)."""

@@ -1,0 +1,1 @@
+"""Reading and writing volumes: NIfTI, DICOM, provenance sidecars. Every write is atomic."""
