@@ -7,13 +7,17 @@ centre of the field of view and the axis directions stay, only voxel size and co
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from scipy import ndimage
 
 from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.nifti import Volume, voxel_spacing
+
+if TYPE_CHECKING:  # torch is imported lazily: front ends validate masks without it
+    import torch
 
 BODY_HU_THRESHOLD = -500.0
 """HU above which a voxel of a reference CT counts as inside the body."""
@@ -138,8 +142,10 @@ def resample_to_reference(volume: Volume, reference_affine: np.ndarray, referenc
     )
 
 
-def label_bitplanes(labels: torch.Tensor) -> torch.Tensor:
+def label_bitplanes(labels: "torch.Tensor") -> "torch.Tensor":
     """(B, 1, X, Y, Z) integer labels 0..255 -> (B, 8, X, Y, Z) float bit-planes (bit b -> channel b)."""
+    import torch
+
     if labels.ndim != 5 or labels.shape[1] != 1:
         raise ValueError(f"expected (B, 1, X, Y, Z) labels, got {tuple(labels.shape)}")
     as_int = labels.to(torch.int64)

@@ -1,0 +1,1 @@
+"""Many synthetic CTs: a YAML spec, torchrun ranks, resumable per-sample outputs, a quality gate."""

@@ -1,0 +1,1 @@
+"""`maisi serve`: the worker protocol over HTTP, for front ends on machines without a GPU."""

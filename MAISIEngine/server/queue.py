@@ -1,0 +1,236 @@
+"""Server-side jobs: a folder per job, one queue, one runner thread per GPU, the worker as a subprocess.
+
+Each job lives in `<jobs_dir>/<id>/` (job.json, inputs/, output/, events.jsonl, state.json), so it
+survives a client disconnect and can be fetched later; jobs older than the retention time are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from MAISIEngine.io.atomic import write_text_atomic
+
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINAL = (DONE, FAILED, CANCELLED)
+
+
+@dataclass
+class JobState:
+    id: str
+    status: str = QUEUED
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    device: str | None = None
+    progress: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    result_files: list[str] = field(default_factory=list)
+    provenance: dict[str, Any] | None = None
+
+
+class JobStore:
+    """Jobs on disk plus the in-memory queue and runners."""
+
+    def __init__(self, root: Path, devices: list[str], keep_seconds: float = 24 * 3600,
+                 python: str | None = None) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.devices = devices or ["auto"]
+        self.keep_seconds = keep_seconds
+        self.python = python or sys.executable
+        self.lock = threading.Lock()
+        self.states: dict[str, JobState] = {}
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.pending: queue.Queue[str] = queue.Queue()
+        self.order: list[str] = []
+        self.changed = threading.Condition(self.lock)
+        self.stopping = threading.Event()
+        self._load_existing()
+        self.threads = [threading.Thread(target=self._runner, args=(d,), daemon=True, name=f"runner-{d}")
+                        for d in self.devices]
+        self.threads.append(threading.Thread(target=self._janitor, daemon=True, name="janitor"))
+        for thread in self.threads:
+            thread.start()
+
+    def _janitor(self) -> None:
+        while not self.stopping.wait(60.0):
+            self.cleanup()
+
+    # ---- persistence -------------------------------------------------------------------------
+    def folder(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    def _save(self, state: JobState) -> None:
+        write_text_atomic(self.folder(state.id) / "state.json", json.dumps(asdict(state)))
+
+    def _load_existing(self) -> None:
+        """Finished jobs of an earlier server run stay fetchable; unfinished ones are marked failed."""
+        for state_file in sorted(self.root.glob("*/state.json")):
+            try:
+                state = JobState(**json.loads(state_file.read_text()))
+            except (ValueError, TypeError):
+                continue
+            if state.status not in FINAL:
+                state.status, state.error = FAILED, {"message": "the server stopped while the job ran", "hint": "submit it again"}
+                self._save(state)
+            self.states[state.id] = state
+
+    # ---- public API --------------------------------------------------------------------------
+    def new_job_folder(self) -> tuple[str, Path]:
+        job_id = uuid.uuid4().hex
+        folder = self.folder(job_id)
+        (folder / "inputs").mkdir(parents=True)
+        return job_id, folder
+
+    def submit(self, job_id: str, job: dict[str, Any]) -> JobState:
+        folder = self.folder(job_id)
+        job = {**job, "output_dir": str(folder / "output")}
+        write_text_atomic(folder / "job.json", json.dumps(job))
+        state = JobState(job_id)
+        with self.lock:
+            self.states[job_id] = state
+            self.order.append(job_id)
+            self._save(state)
+        self.pending.put(job_id)
+        return state
+
+    def get(self, job_id: str) -> JobState | None:
+        with self.lock:
+            return self.states.get(job_id)
+
+    def queue_position(self, job_id: str) -> int | None:
+        with self.lock:
+            waiting = [j for j in self.order if self.states[j].status == QUEUED]
+        return waiting.index(job_id) if job_id in waiting else None
+
+    def cancel(self, job_id: str) -> JobState | None:
+        with self.lock:
+            state = self.states.get(job_id)
+            if state is None or state.status in FINAL:
+                return state
+            process = self.processes.get(job_id)
+            if state.status == QUEUED:
+                state.status, state.finished = CANCELLED, time.time()
+                self._save(state)
+                self.changed.notify_all()
+                return state
+        if process is not None:
+            _kill_tree(process)
+        return self.get(job_id)
+
+    def events(self, job_id: str, start: int = 0) -> list[dict[str, Any]]:
+        path = self.folder(job_id) / "events.jsonl"
+        if not path.is_file():
+            return []
+        lines = path.read_text().splitlines()
+        return [json.loads(line) for line in lines[start:] if line.strip()]
+
+    def wait_for_change(self, timeout: float) -> None:
+        with self.changed:
+            self.changed.wait(timeout)
+
+    def cleanup(self, now: float | None = None) -> list[str]:
+        """Remove finished jobs older than the retention time."""
+        now = time.time() if now is None else now
+        removed = []
+        with self.lock:
+            for job_id, state in list(self.states.items()):
+                if state.status in FINAL and state.finished and now - state.finished > self.keep_seconds:
+                    shutil.rmtree(self.folder(job_id), ignore_errors=True)
+                    del self.states[job_id]
+                    removed.append(job_id)
+        return removed
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        for job_id in list(self.processes):
+            self.cancel(job_id)
+
+    # ---- runners -----------------------------------------------------------------------------
+    def _runner(self, device: str) -> None:
+        while not self.stopping.is_set():
+            try:
+                job_id = self.pending.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            with self.lock:
+                state = self.states.get(job_id)
+                if state is None or state.status != QUEUED:
+                    continue
+                state.status, state.started, state.device = RUNNING, time.time(), device
+                self._save(state)
+                self.changed.notify_all()
+            self._run(job_id, device)
+
+    def _run(self, job_id: str, device: str) -> None:
+        folder = self.folder(job_id)
+        job = json.loads((folder / "job.json").read_text())
+        if device != "auto" and "device" in _device_keys(job):
+            job["device"] = device
+            write_text_atomic(folder / "job.json", json.dumps(job))
+        process = subprocess.Popen([self.python, "-m", "MAISIEngine.worker", str(folder / "job.json")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        with self.lock:
+            self.processes[job_id] = process
+        final: dict[str, Any] | None = None
+        assert process.stdout is not None
+        with open(folder / "events.jsonl", "a") as log:
+            for line in process.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = {"event": "log", "message": line.rstrip()}
+                log.write(json.dumps(event) + "\n")
+                log.flush()
+                with self.lock:
+                    if event.get("event") == "progress":
+                        self.states[job_id].progress = event
+                    if event.get("event") in ("result", "error", "cancelled"):
+                        final = event
+                    self.changed.notify_all()
+        code = process.wait()
+        with self.lock:
+            self.processes.pop(job_id, None)
+            state = self.states[job_id]
+            state.finished = time.time()
+            if final and final.get("event") == "result" and code == 0:
+                state.status = DONE
+                output = folder / "output"
+                state.result_files = sorted(p.name for p in output.iterdir() if p.is_file()) if output.is_dir() else []
+                state.provenance = final.get("provenance_data")
+            elif code in (130, -signal.SIGTERM, -signal.SIGKILL) or (final and final.get("event") == "cancelled"):
+                state.status = CANCELLED
+            else:
+                state.status = FAILED
+                state.error = {"message": (final or {}).get("message", f"the worker exited with code {code}"),
+                               "hint": (final or {}).get("hint", "")}
+            self._save(state)
+            self.changed.notify_all()
+
+
+def _device_keys(job: dict[str, Any]) -> set[str]:
+    return {"device"} if job.get("type") in ("generate", "inpaint") else set()
+
+
+def _kill_tree(process: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM to the worker's process group, SIGKILL if it has not gone after `grace` seconds."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

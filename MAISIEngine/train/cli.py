@@ -1,0 +1,122 @@
+"""`maisi train vae|diffusion|controlnet`: the paper's three training stages from the command line.
+
+Single process: `maisi train vae --phantoms 16 --out runs/demo`. Several GPUs (or CPU processes):
+`torchrun --nproc_per_node N -m MAISIEngine.cli train ...` (NCCL on GPUs, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from MAISIEngine.errors import MaisiError
+from MAISIEngine.train.config import CONTROLNET_TASKS, STAGES, TrainConfig
+
+STAGE_DEFAULTS = {
+    # stage: (lr, crop size in image voxels)
+    "vae": (1e-4, (64, 64, 64)),
+    "diffusion": (1e-4, (128, 128, 128)),
+    "controlnet": (1e-4, (128, 128, 128)),
+}
+
+
+def _triple(kind: type) -> dict[str, object]:
+    return {"nargs": 3, "type": kind, "metavar": ("X", "Y", "Z")}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train or fine-tune the VAE, the diffusion U-Net or a ControlNet",
+        description="Train one MAISI stage into a model directory (preset.json + official-layout weights). "
+                    "Stages run in order into the same --out folder: vae, diffusion, controlnet.")
+    parser.add_argument("stage", choices=STAGES, help="which network to train")
+    model = parser.add_argument_group("model")
+    model.add_argument("--preset", help="architecture: demo, rflow-ct, ddpm-ct, a preset JSON or a model directory "
+                                        "(default: the --init model's, else the --out folder's, else demo)")
+    model.add_argument("--init", help="starting weights: a model (preset name, official ones included, or model "
+                                      "directory) or a checkpoint file of this stage's network")
+    model.add_argument("--task", choices=CONTROLNET_TASKS, default="generate",
+                       help="controlnet only: 'generate' (label-map bit-planes) or 'inpaint' (masked image + tumor)")
+    data = parser.add_argument_group("data (one of)")
+    data.add_argument("--data", type=Path, help="folder with images/ and labels/ (same file names)")
+    data.add_argument("--datalist", type=Path, help='JSON {"training": [{"image": ..., "label": ...}]}')
+    data.add_argument("--phantoms", type=int, help="train on N procedural phantoms generated on the fly")
+    data.add_argument("--size", **_triple(int), help="crop size in image voxels (latent crop = size / 4)")
+    data.add_argument("--spacing", **_triple(float), help="resample data (or make phantoms) at this spacing in mm")
+    data.add_argument("--phantom-size", **_triple(int), help="phantom volume size (default: --size)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--steps", type=int, default=1000)
+    run.add_argument("--batch-size", type=int, default=1, help="samples per process and step")
+    run.add_argument("--lr", type=float, help="peak learning rate (AdamW; warm-up then cosine decay)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    run.add_argument("--out", type=Path, required=True, help="model directory to write (and read earlier stages from)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                     help="bf16 mixed precision on CUDA (default on)")
+    run.add_argument("--checkpoint-every", type=int, default=200)
+    run.add_argument("--time-budget", type=float, help="stop after this many seconds")
+    run.add_argument("--no-progress", action="store_true")
+    vae = parser.add_argument_group("vae objectives")
+    vae.add_argument("--kl-weight", type=float, default=1e-7)
+    vae.add_argument("--adv-weight", type=float, default=0.1)
+    vae.add_argument("--adv-start", type=float, default=0.3, help="fraction of the run before the adversarial loss starts")
+    vae.add_argument("--disc-channels", type=int, default=32, help="patch discriminator width (MAISI: 32)")
+    vae.add_argument("--perceptual-weights", help="local ResNet-50 state dict for the perceptual loss (never downloaded)")
+    vae.add_argument("--perceptual-weight", type=float, default=0.3)
+    diffusion = parser.add_argument_group("diffusion / controlnet")
+    diffusion.add_argument("--class-dropout", type=float, default=0.0,
+                           help="probability of training a sample without its modality class")
+    diffusion.add_argument("--tumor-loss-weight", type=float, default=1.0,
+                           help="controlnet: loss weight on tumor voxels (MAISI weights tumors up)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    lr, size = STAGE_DEFAULTS[args.stage]
+    size = tuple(args.size) if args.size else size
+    if any(s <= 0 for s in size):
+        raise MaisiError(f"--size {size} must be positive", "e.g. --size 64 64 64")
+    if args.task != "generate" and args.stage != "controlnet":
+        raise MaisiError("--task applies to controlnet training only", "drop --task, or train controlnet")
+    return TrainConfig(
+        stage=args.stage, out_dir=Path(args.out).expanduser(), steps=args.steps, batch_size=args.batch_size,
+        lr=args.lr if args.lr is not None else lr, seed=args.seed, device=args.device, amp=args.amp,
+        resume=args.resume, checkpoint_every=args.checkpoint_every, time_budget_s=args.time_budget,
+        progress=not args.no_progress, size=size, kl_weight=args.kl_weight, adv_weight=args.adv_weight,
+        adv_start=args.adv_start, disc_channels=args.disc_channels,
+        perceptual_weight=args.perceptual_weight if args.perceptual_weights else 0.0,
+        perceptual_weights_path=args.perceptual_weights, class_dropout=args.class_dropout, task=args.task,
+        tumor_loss_weight=args.tumor_loss_weight,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from MAISIEngine.commands.common import ensure_writable_dir
+    from MAISIEngine.train.distributed import init_distributed, shutdown
+    from MAISIEngine.train.runner import build_source, train_stage
+
+    config = config_from_args(args)
+    ensure_writable_dir(config.out_dir)
+    ctx = init_distributed(config.device)
+    try:
+        def say(message: str) -> None:
+            if ctx.is_main:
+                print(message, file=sys.stderr)
+
+        phantom_size = tuple(args.phantom_size) if args.phantom_size else config.size
+        source = build_source(args.stage, data=args.data, datalist=args.datalist, phantoms=args.phantoms,
+                              spacing=args.spacing, phantom_sizes=[phantom_size], seed=config.seed)
+        result = train_stage(config, source, preset=args.preset, init=args.init, ctx=ctx, log=say)
+    finally:
+        shutdown(ctx)
+    if result.interrupted:
+        say(f"interrupted after step {result.end_step}; continue with the same command plus --resume")
+        return 130
+    summary = {"stage": result.stage, "steps": result.end_step, "seconds": round(result.elapsed_s, 1),
+               "loss": result.loss_summary(), "outputs": result.outputs,
+               "stopped_by_budget": result.stopped_by_budget}
+    if ctx.is_main:
+        print(json.dumps(summary))
+    return 0

@@ -1,0 +1,79 @@
+"""Settings of one training run, shared by the three stages."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STAGES = ("vae", "diffusion", "controlnet")
+"""Training stages in the order the paper trains them."""
+
+CONTROLNET_TASKS = ("generate", "inpaint")
+"""`generate`: condition on the label map's bit-planes; `inpaint`: on the masked image and the tumor."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved in its checkpoint so a resumed run can be checked against it."""
+
+    stage: str
+    out_dir: Path
+    steps: int = 1000
+    batch_size: int = 1
+    """Samples per process and step (the global batch is this times the number of processes)."""
+    lr: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    """bf16 autocast on CUDA; ignored on CPU, where full precision is faster for 3D convolutions."""
+    resume: bool = False
+    checkpoint_every: int = 200
+    log_every: int = 1
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    """Clip the gradient norm to this (0 = off): keeps short high-learning-rate runs from spiking."""
+    time_budget_s: float | None = None
+    """Stop after this many seconds (the learning-rate schedule then follows elapsed time)."""
+    progress: bool = True
+    num_workers: int = 0
+    size: tuple[int, int, int] = (64, 64, 64)
+    """Crop size in image voxels (the latent crop is this divided by the VAE's downsampling)."""
+    latent_sizes: tuple[tuple[int, int, int], ...] = ()
+    """Latent crop sizes drawn per step (diffusion/ControlNet); empty = derived from `size`."""
+    # VAE objectives
+    kl_weight: float = 1e-7
+    adv_weight: float = 0.1
+    adv_start: float = 0.3
+    """Fraction of the run after which the adversarial loss switches on (reconstruction first)."""
+    disc_channels: int = 32
+    """Width of the patch discriminator's first layer (MAISI: 32; a small VAE does with fewer)."""
+    perceptual_weight: float = 0.3
+    perceptual_weights_path: str | None = None
+    augment_flips: bool = True
+    # diffusion / ControlNet objectives
+    class_dropout: float = 0.0
+    task: str = "generate"
+    tumor_loss_weight: float = 1.0
+    inpaint_region_weight: float = 5.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resume_signature(self) -> dict[str, Any]:
+        """Settings that must not change when a run is resumed, or it would not continue identically."""
+        return {
+            "stage": self.stage,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "size": list(self.size),
+            "latent_sizes": [list(s) for s in self.latent_sizes],
+            "task": self.task,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["out_dir"] = str(self.out_dir)
+        data["size"] = list(self.size)
+        data["latent_sizes"] = [list(s) for s in self.latent_sizes]
+        return data

@@ -1,0 +1,123 @@
+"""Assemble and run one training stage: data, networks (with their starting weights), the stage loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from MAISIEngine.errors import MaisiError
+from MAISIEngine.presets import Preset
+from MAISIEngine.train.config import STAGES, TrainConfig
+from MAISIEngine.train.data import (
+    ListSource,
+    NiftiSource,
+    PhantomSource,
+    VolumeSource,
+    list_folder,
+    phantom_specs,
+    read_datalist,
+)
+from MAISIEngine.train.distributed import DistContext, init_distributed
+from MAISIEngine.train.engine import Stage, StepHook, TrainResult, run_stage
+from MAISIEngine.train.latents import build_latent_cache
+from MAISIEngine.train.model_sources import frozen_network, resolve_sources, trainable_network
+
+Log = Callable[[str], None]
+
+
+def build_source(stage: str, *, data: str | Path | None = None, datalist: str | Path | None = None,
+                 phantoms: int | None = None, spacing: Sequence[float] | None = None,
+                 phantom_sizes: Sequence[Sequence[int]] | None = None,
+                 phantom_spacing_range: tuple[float, float] = (2.0, 4.0), seed: int = 0,
+                 tumor_fraction: float = 0.4, workers: int | None = None, validate: bool = True) -> VolumeSource:
+    """The training volumes of one of --data DIR, --datalist JSON or --phantoms N."""
+    chosen = [name for name, value in (("--data", data), ("--datalist", datalist), ("--phantoms", phantoms))
+              if value is not None]
+    if len(chosen) != 1:
+        raise MaisiError("give exactly one of --data DIR, --datalist JSON or --phantoms N"
+                         + (f" (got {' and '.join(chosen)})" if chosen else ""),
+                         "e.g. --phantoms 16 to train on procedural phantoms")
+    needs_labels = stage == "controlnet"
+    if phantoms is not None:
+        sizes = list(phantom_sizes or [(64, 64, 64)])
+        if spacing is not None:
+            phantom_spacing_range = (float(min(spacing)), float(max(spacing)))
+        specs = phantom_specs(int(phantoms), seed, sizes, phantom_spacing_range, tumor_fraction=tumor_fraction)
+        if spacing is not None:
+            specs = [type(s)(s.size, tuple(float(v) for v in spacing), s.region, s.seed, s.tumors) for s in specs]  # type: ignore[arg-type]
+        return PhantomSource(specs, workers=workers)
+    cases = list_folder(data) if data is not None else read_datalist(datalist)  # type: ignore[arg-type]
+    source = NiftiSource(cases, spacing=spacing, need_images=True, need_labels=needs_labels)
+    if validate:
+        source.validate_all()
+    return source
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None = None, init: str | None = None,
+                ctx: DistContext | None = None, log: Log | None = None) -> tuple[Stage, DistContext]:
+    """The stage object with its networks loaded (starting weights, frozen earlier stages, latent cache)."""
+    if config.stage not in STAGES:
+        raise MaisiError(f"unknown training stage '{config.stage}'", f"use one of {', '.join(STAGES)}")
+    if config.steps < 1 or config.batch_size < 1:
+        raise MaisiError("--steps and --batch-size must be at least 1", "e.g. --steps 1000 --batch-size 2")
+    say = log or (lambda message: None)
+    if config.resume:
+        from MAISIEngine.train.checkpoints import state_path
+
+        key = "controlnet_inpaint" if config.stage == "controlnet" and config.task == "inpaint" else config.stage
+        if not state_path(config.out_dir, key).is_file():
+            raise MaisiError(f"no interrupted {key} run to resume in {config.out_dir}",
+                             "run without --resume to start, or give the --out folder of the interrupted run")
+    ctx = ctx or init_distributed(config.device)
+    sources = resolve_sources(config.out_dir, preset, init)
+    model_preset: Preset = sources.preset
+    say(f"{config.stage}: {sources.describe()}, data {source.describe()}, device {ctx.device}, "
+        f"{ctx.world_size} process(es) x batch {config.batch_size}")
+    _seed_everything(config.seed)
+    device = ctx.device
+    if config.stage == "vae":
+        from MAISIEngine.train.vae import VAEStage
+
+        autoencoder, _, origin = trainable_network("autoencoder", sources, device)
+        say(f"autoencoder starts from {origin}")
+        stage = VAEStage(config, ctx, model_preset, source, autoencoder)
+    else:
+        autoencoder, _ = frozen_network("autoencoder", sources, device, config.stage)
+        cache = build_latent_cache(autoencoder, source, model_preset.size_divisor, config.out_dir, ctx, config.amp, say)
+        if config.stage == "diffusion":
+            from MAISIEngine.train.diffusion import DiffusionStage
+
+            unet, checkpoint, origin = trainable_network("diffusion_unet", sources, device)
+            scale = checkpoint.scale_factor if checkpoint is not None else None
+            say(f"diffusion U-Net starts from {origin}; scale factor "
+                f"{'from the checkpoint' if scale is not None else 'computed from the latents'}")
+            stage = DiffusionStage(config, ctx, model_preset, source, cache, unet, scale)
+        else:
+            from MAISIEngine.train.controlnet import ControlNetStage, make_controlnet
+
+            unet, unet_checkpoint = frozen_network("diffusion_unet", sources, device, "ControlNet")
+            if unet_checkpoint.scale_factor is None:
+                raise MaisiError("the diffusion checkpoint carries no scale_factor",
+                                 "use a U-Net trained by `maisi train diffusion` or an official checkpoint")
+            controlnet, origin = make_controlnet(config.task, sources, unet, device)
+            say(f"ControlNet ({config.task}) starts from {origin}")
+            stage = ControlNetStage(config, ctx, model_preset, source, cache, unet, controlnet,
+                                    unet_checkpoint.scale_factor)
+    return stage, ctx
+
+
+def train_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None = None, init: str | None = None,
+                ctx: DistContext | None = None, on_step: StepHook | None = None,
+                log: Log | None = None) -> TrainResult:
+    """Train one stage into `config.out_dir` and return its losses and written files."""
+    stage, ctx = build_stage(config, source, preset=preset, init=init, ctx=ctx, log=log)
+    return run_stage(stage, config, ctx, on_step=on_step)
+
+
+__all__ = ["ListSource", "build_source", "build_stage", "train_stage"]

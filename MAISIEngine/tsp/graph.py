@@ -1,0 +1,177 @@
+"""The MAISI VAE decoder / encoder as a flat list of primitive operations.
+
+Tensor splitting needs to know, for every layer, which input rows an output row depends on and which
+tensors a GroupNorm normalises. Walking MONAI's module tree (`MaisiConvolution`, `MaisiResBlock`,
+`MaisiUpsample`, `MaisiDownsample`, `MaisiGroupNorm3D`) gives that list without touching the weights:
+each `Node` keeps a reference to the MONAI module whose parameters it uses, so official checkpoints run
+unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from monai.apps.generation.maisi.networks.autoencoderkl_maisi import (
+    MaisiConvolution,
+    MaisiDownsample,
+    MaisiGroupNorm3D,
+    MaisiResBlock,
+    MaisiUpsample,
+)
+from torch import nn
+
+from MAISIEngine.errors import MaisiError
+
+INPUT, CONV, NORM, UPSAMPLE, ADD = "input", "conv", "norm", "upsample", "add"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One primitive operation; `inputs` are indices of earlier nodes."""
+
+    index: int
+    op: str
+    inputs: tuple[int, ...]
+    channels: int
+    name: str
+    kernel: int = 1
+    stride: int = 1
+    pad: tuple[int, int] = (0, 0)  # zeros before / after, on every spatial axis
+    silu: bool = False  # norm followed by SiLU (inside residual blocks)
+
+
+@dataclass
+class Graph:
+    """Nodes in execution order plus the MONAI module behind each conv / norm node."""
+
+    nodes: list[Node] = field(default_factory=list)
+    modules: dict[int, nn.Module] = field(default_factory=dict)
+
+    @property
+    def output(self) -> int:
+        return self.nodes[-1].index
+
+    def consumers(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {n.index: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in n.inputs:
+                out[i].append(n.index)
+        return out
+
+    def normalised(self) -> set[int]:
+        """Tensors whose whole-volume GroupNorm statistics some node needs."""
+        return {n.inputs[0] for n in self.nodes if n.op == NORM}
+
+    def sizes(self, spatial: tuple[int, int, int]) -> list[tuple[int, int, int]]:
+        """Spatial size of every node for a given input size."""
+        out: list[tuple[int, int, int]] = []
+        for n in self.nodes:
+            if n.op == INPUT:
+                out.append(tuple(spatial))  # type: ignore[arg-type]
+                continue
+            src = out[n.inputs[0]]
+            if n.op == CONV:
+                out.append(tuple((s + n.pad[0] + n.pad[1] - n.kernel) // n.stride + 1 for s in src))  # type: ignore[misc]
+            elif n.op == UPSAMPLE:
+                out.append(tuple(2 * s for s in src))  # type: ignore[misc]
+            else:
+                out.append(src)
+        return out
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.graph = Graph()
+
+    def _add(self, op: str, inputs: tuple[int, ...], channels: int, name: str, module: nn.Module | None = None, **kw) -> int:
+        index = len(self.graph.nodes)
+        self.graph.nodes.append(Node(index, op, inputs, channels, name, **kw))
+        if module is not None:
+            self.graph.modules[index] = module
+        return index
+
+    def input(self, channels: int) -> int:
+        return self._add(INPUT, (), channels, "input")
+
+    def conv(self, x: int, module: nn.Module, name: str, pad: tuple[int, int] | None = None) -> int:
+        conv = _conv3d_of(module, name)
+        k, s, p = conv.kernel_size, conv.stride, conv.padding
+        if len(set(k)) != 1 or len(set(s)) != 1 or not isinstance(p, tuple) or len(set(p)) != 1 or conv.groups != 1:
+            raise MaisiError(f"{name} is not a cubic convolution", "tensor splitting supports MAISI VAEs only")
+        if tuple(conv.dilation) != (1, 1, 1):
+            raise MaisiError(f"{name} uses dilation", "tensor splitting supports MAISI VAEs only")
+        padding = pad if pad is not None else (p[0], p[0])
+        return self._add(CONV, (x,), conv.out_channels, name, conv, kernel=k[0], stride=s[0], pad=padding)
+
+    def norm(self, x: int, module: MaisiGroupNorm3D, name: str, silu: bool) -> int:
+        channels = self.graph.nodes[x].channels
+        return self._add(NORM, (x,), channels, name, module, silu=silu)
+
+    def block(self, x: int, block: nn.Module, name: str) -> int:
+        if isinstance(block, MaisiConvolution):
+            return self.conv(x, block, name)
+        if isinstance(block, MaisiGroupNorm3D):
+            return self.norm(x, block, name, silu=False)
+        if isinstance(block, MaisiResBlock):
+            h = self.norm(x, block.norm1, f"{name}.norm1", silu=True)
+            h = self.conv(h, block.conv1, f"{name}.conv1")
+            h = self.norm(h, block.norm2, f"{name}.norm2", silu=True)
+            h = self.conv(h, block.conv2, f"{name}.conv2")
+            skip = x if isinstance(block.nin_shortcut, nn.Identity) else self.conv(x, block.nin_shortcut, f"{name}.nin_shortcut")
+            return self._add(ADD, (h, skip), self.graph.nodes[h].channels, f"{name}.add")
+        if isinstance(block, MaisiUpsample):
+            if block.use_convtranspose:
+                raise MaisiError(f"{name} upsamples with a transposed convolution", "tensor splitting supports MAISI VAEs built with use_convtranspose=False")
+            up = self._add(UPSAMPLE, (x,), self.graph.nodes[x].channels, f"{name}.interpolate")
+            return self.conv(up, block.conv, f"{name}.conv")
+        if isinstance(block, MaisiDownsample):
+            if tuple(block.pad) != (0, 1, 0, 1, 0, 1):
+                raise MaisiError(f"{name} pads unusually", "tensor splitting supports MAISI VAEs only")
+            return self.conv(x, block.conv, f"{name}.conv", pad=(0, 1))
+        raise MaisiError(
+            f"{name} is a {type(block).__name__}, which tensor splitting cannot run",
+            "use a MAISI VAE without attention blocks (attention_levels all false, no non-local attention)",
+        )
+
+
+def _conv3d_of(module: nn.Module, name: str) -> nn.Conv3d:
+    """The plain Conv3d inside MONAI's MaisiConvolution / Convolution wrappers."""
+    inner = module
+    for _ in range(3):
+        if isinstance(inner, nn.Conv3d):
+            return inner
+        inner = getattr(inner, "conv", None)  # type: ignore[assignment]
+        if inner is None:
+            break
+    raise MaisiError(f"{name} holds no 3D convolution", "tensor splitting supports 3D MAISI VAEs only")
+
+
+def decoder_graph(autoencoder: nn.Module) -> Graph:
+    """The decoder from its first convolution to the image (post_quant_conv is applied beforehand)."""
+    blocks = autoencoder.decoder.blocks
+    builder = _Builder()
+    x = builder.input(_conv3d_of(blocks[0], "decoder.blocks.0").in_channels)
+    for i, block in enumerate(blocks):
+        x = builder.block(x, block, f"decoder.blocks.{i}")
+    return builder.graph
+
+
+def encoder_graph(autoencoder: nn.Module) -> Graph:
+    """The encoder from the image to its last convolution (the 1x1 quant convs are applied afterwards)."""
+    blocks = autoencoder.encoder.blocks
+    builder = _Builder()
+    x = builder.input(_conv3d_of(blocks[0], "encoder.blocks.0").in_channels)
+    for i, block in enumerate(blocks):
+        x = builder.block(x, block, f"encoder.blocks.{i}")
+    return builder.graph
+
+
+def architecture_model(architecture: dict) -> nn.Module:
+    """An `AutoencoderKlMaisi` with the given MONAI kwargs on the meta device (no memory, no weights)."""
+    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
+
+    kwargs = dict(architecture)
+    kwargs["num_splits"] = 1
+    with torch.device("meta"):
+        return AutoencoderKlMaisi(**kwargs)

@@ -1,0 +1,414 @@
+"""Memory planner: which tensors to keep, where, and how many segments each pass uses.
+
+A plan is a list of passes (see `executor`). Keeping a tensor costs memory for as long as later passes
+read it; not keeping it costs time, because every pass that needs it recomputes it (with halos). The
+planner starts from keeping nothing but the input and greedily keeps the tensor that saves the most
+predicted time while the predicted peak stays within the budget; on CUDA a kept tensor may live in
+pinned host memory instead (it then costs transfers, not device memory). Each pass then uses the
+thickest segments that fit. The model counts every buffer the executor holds (kept chunks, the rows a
+segment needs of each tensor, the output) and predicts time from multiply-accumulates, element-wise
+work and host-device transfers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from MAISIEngine.errors import MaisiError
+from MAISIEngine.tsp.executor import INPUT_INDEX, PassSpec
+from MAISIEngine.tsp.graph import ADD, CONV, NORM, UPSAMPLE, Graph
+from MAISIEngine.tsp.segments import PassShape, clip, input_rows, pass_shape, regions
+
+GiB = 1 << 30
+AXIS_NAMES = ("x", "y", "z")
+_STATS_BUFFER = 1 << 24  # GroupStats squares at most 4 Mi float32 values at a time
+_CPU_FRACTION = 0.5  # default CPU budget: this share of the available memory
+_CUDA_FRACTION = 0.9  # default CUDA budget: this share of the free device memory
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    """Throughputs the planner assumes (per device) to compare plans."""
+
+    mac_per_s: float
+    elements_per_s: float
+    link_bytes_per_s: float  # host <-> device
+    segment_overhead_s: float
+
+
+def device_model(device: torch.device, dtype: torch.dtype) -> DeviceModel:
+    if device.type == "cuda":
+        half = dtype in (torch.float16, torch.bfloat16)
+        return DeviceModel(6e13 if half else 1.2e13, 1e11, 2e10, 2e-3)
+    threads = max(1, torch.get_num_threads())
+    return DeviceModel(9e10 * threads, 3e8 * threads, 1e10, 1e-3)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How `decode`/`encode` will run one volume; made by `plan_decode` / `plan_encode`."""
+
+    kind: str  # "decode" or "encode"
+    input_shape: tuple[int, int, int, int]  # (channels, x, y, z) of one batch item
+    output_shape: tuple[int, int, int, int]
+    axis: int  # spatial axis the segments split (0 = x)
+    devices: tuple[str, ...]
+    dtype: str
+    passes: tuple[PassSpec, ...]
+    budget_bytes: int
+    predicted_peak_bytes: int  # per device
+    predicted_host_bytes: int  # offloaded tensors in host memory
+    predicted_seconds: float
+    node_names: tuple[str, ...] = field(repr=False, default=())
+
+    @property
+    def stored(self) -> list[int]:
+        return [p.target for p in self.passes if p.store]
+
+    @property
+    def offloaded(self) -> bool:
+        return any(p.offload for p in self.passes)
+
+    @property
+    def max_segments(self) -> int:
+        return max(p.segments for p in self.passes)
+
+
+@dataclass
+class _Outcome:
+    seconds: float
+    peak: int
+    host_peak: int
+    passes: list[PassSpec]
+    pass_peaks: list[int]
+
+
+class _CostModel:
+    """Predicts memory and time of passes for one graph, input size, dtype and device count."""
+
+    def __init__(self, graph: Graph, spatial: tuple[int, int, int], itemsize: int, devices: int, model: DeviceModel,
+                 input_bytes: int, output_bytes: int) -> None:
+        self.graph = graph
+        sizes = graph.sizes(spatial)
+        self.lengths = [s[0] for s in sizes]
+        self.row_elements = [n.channels * s[1] * s[2] for n, s in zip(graph.nodes, sizes)]
+        self.itemsize = itemsize
+        self.full_bytes = [r * l * itemsize for r, l in zip(self.row_elements, self.lengths)]
+        self.devices = devices
+        self.model = model
+        self.input_bytes = input_bytes
+        self.output_bytes = output_bytes
+        self.weight_bytes = sum(
+            graph.modules[n.index].weight.numel() * itemsize for n in graph.nodes if n.op == CONV
+        )
+        self.normalised = graph.normalised()
+        self._segment_cache: dict[tuple[PassShape, int], tuple[int, float]] = {}
+
+    def segment(self, shape: PassShape, rows: int, offloaded: frozenset[int]) -> tuple[int, float]:
+        """(working bytes, seconds) of one interior segment of `rows` target rows."""
+        key = (shape, rows)
+        if key not in self._segment_cache:
+            self._segment_cache[key] = self._evaluate(shape, rows)
+        ws, seconds = self._segment_cache[key]
+        link = 0.0
+        n = self.lengths[shape.target]
+        lo = max(0, (n - rows) // 2)
+        need = regions(self.graph, shape, self.lengths, (lo, lo + rows))
+        for r in shape.reads:
+            if r in offloaded:
+                link += (need[r][1] - need[r][0]) * self.row_elements[r] * self.itemsize
+        if shape.target in offloaded:
+            link += rows * self.row_elements[shape.target] * self.itemsize
+        return ws, seconds + link / self.model.link_bytes_per_s
+
+    def _evaluate(self, shape: PassShape, rows: int) -> tuple[int, float]:
+        graph, lengths, row_el, item = self.graph, self.lengths, self.row_elements, self.itemsize
+        n = lengths[shape.target]
+        lo = max(0, (n - rows) // 2)
+        need = regions(graph, shape, lengths, (lo, lo + rows))
+        remaining: dict[int, int] = {}
+        for index in shape.members:
+            for i in graph.nodes[index].inputs:
+                remaining[i] = remaining.get(i, 0) + 1
+        held: dict[int, int] = {}
+        live = 0
+        for r in shape.reads:  # a read spanning chunks is a copy: count it
+            held[r] = (need[r][1] - need[r][0]) * row_el[r] * item
+            live += held[r]
+        peak = live
+        macs = 0.0
+        elements = sum(held.values()) / item
+        for index in shape.members:
+            node = graph.nodes[index]
+            a, b = need[index]
+            out_bytes = (b - a) * row_el[index] * item
+            scratch = 0
+            reuse = None
+            if node.op == CONV:
+                i = node.inputs[0]
+                ia, ib = input_rows(node, a, b, lengths[i])
+                plane_out = row_el[index] // node.channels
+                macs += (b - a) * plane_out * node.channels * graph.nodes[i].channels * node.kernel**3
+                ca, cb = clip((ia, ib), lengths[i])
+                if node.pad[0] != node.pad[1] or ca != ia or cb != ib:  # a zero-padded copy of the input rows
+                    scratch = int((ib - ia) * row_el[i] * item * 1.1)
+            elif node.op == UPSAMPLE:
+                i = node.inputs[0]
+                ia, ib = clip(input_rows(node, a, b, lengths[i]), lengths[i])
+                out_bytes = 2 * (ib - ia) * row_el[index] * item
+                elements += out_bytes / item
+            else:
+                elements += out_bytes / item
+                for i in node.inputs:
+                    if remaining[i] == 1 and i not in shape.reads:
+                        reuse = i
+                        break
+            if reuse is None:
+                live += out_bytes
+                peak = max(peak, live + scratch)
+                held[index] = out_bytes
+            else:
+                held[index] = held.pop(reuse)
+                peak = max(peak, live)
+            for i in node.inputs:
+                remaining[i] -= 1
+                if remaining[i] == 0 and i in held:
+                    live -= held.pop(i)
+        if shape.target in self.normalised:
+            peak += min(_STATS_BUFFER, rows * row_el[shape.target] * 4)
+        seconds = macs / self.model.mac_per_s + elements / self.model.elements_per_s + self.model.segment_overhead_s
+        return peak, seconds
+
+    def rows_within(self, shape: PassShape, left: float, offloaded: frozenset[int], row_bytes: int) -> int:
+        """The most target rows per segment whose working set (plus its kept chunk) fits in `left` bytes."""
+        n = self.lengths[shape.target]
+        if self.segment(shape, 1, offloaded)[0] + row_bytes > left:
+            return 0
+        lo, hi = 1, n
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.segment(shape, mid, offloaded)[0] + mid * row_bytes <= left:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def simulate(self, keep: dict[int, bool], budget: float, force_rows: int | None = None) -> _Outcome | None:
+        """Predict a plan keeping `keep` (node -> offloaded); None if some pass cannot fit the budget."""
+        graph = self.graph
+        stored = {INPUT_INDEX} | set(keep)
+        offloaded = frozenset(i for i, off in keep.items() if off)
+        targets = [n.index for n in graph.nodes if n.index in keep or n.index in self.normalised or n.index == graph.output]
+        targets = [t for t in targets if t != INPUT_INDEX]
+        shapes = [pass_shape(graph, t, stored) for t in targets]
+        last_reader: dict[int, int] = {}
+        for k, shape in enumerate(shapes):
+            for r in shape.reads:
+                last_reader[r] = k
+        D = self.devices
+        resident = self.input_bytes + self.output_bytes  # device-resident kept bytes (all devices together)
+        host = 0
+        peak = host_peak = 0
+        seconds = 0.0
+        passes: list[PassSpec] = []
+        pass_peaks: list[int] = []
+        fixed = self.weight_bytes
+        for k, (target, shape) in enumerate(zip(targets, shapes)):
+            released = [r for r in shape.reads if last_reader[r] == k]
+            freed_dev = sum(self.full_bytes[r] if r != INPUT_INDEX else self.input_bytes for r in released if r not in offloaded)
+            freed_host = sum(self.full_bytes[r] for r in released if r in offloaded)
+            store = target in keep
+            grow = self.full_bytes[target] if store else 0
+            dev_grow = grow if store and target not in offloaded else 0
+            host_grow = grow - dev_grow
+            kept_peak = max(resident, resident - freed_dev + dev_grow)
+            left = budget - fixed - math.ceil(kept_peak / D)
+            n = self.lengths[target]
+            row_bytes = self.row_elements[target] * self.itemsize if dev_grow else 0
+            rows = force_rows if force_rows is not None else self.rows_within(shape, left, offloaded, row_bytes)
+            if rows <= 0:
+                return None
+            segments = math.ceil(n / rows)
+            if D > 1:
+                segments = max(D, math.ceil(segments / D) * D)
+            rows = math.ceil(n / segments)
+            ws, seg_seconds = self.segment(shape, rows, offloaded)
+            chunk = rows * self.row_elements[target] * self.itemsize if dev_grow else 0
+            pass_peaks.append(fixed + math.ceil(kept_peak / D) + ws + chunk)
+            peak = max(peak, pass_peaks[-1])
+            host_peak = max(host_peak, host + max(0, host_grow - freed_host))
+            seconds += math.ceil(segments / D) * seg_seconds
+            resident += dev_grow - freed_dev
+            host += host_grow - freed_host
+            passes.append(PassSpec(target, min(segments, n), store, target in offloaded))
+        return _Outcome(seconds, peak, host_peak, passes, pass_peaks)
+
+
+def available_memory(device: torch.device) -> int:
+    """Free memory TSP may use on a device by default (CPU: half of MemAvailable; CUDA: 90% of free)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int((free + cached) * _CUDA_FRACTION)
+    return int(_host_available() * _CPU_FRACTION)
+
+
+def _host_available() -> int:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * GiB
+
+
+def resolve_devices(devices) -> list[torch.device]:
+    """Check device names; MaisiError for a device that does not exist here."""
+    if isinstance(devices, (str, torch.device)):
+        devices = [devices]
+    if not devices:
+        raise MaisiError("no device given", "use e.g. cpu or cuda:0")
+    out: list[torch.device] = []
+    for name in devices:
+        try:
+            device = torch.device(name)
+        except (RuntimeError, TypeError):
+            raise MaisiError(f"unknown device '{name}'", "use cpu, cuda or cuda:N") from None
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise MaisiError(f"device '{name}' is not available: this machine has no usable CUDA GPU", "use cpu")
+            index = torch.cuda.current_device() if device.index is None else device.index
+            if index >= torch.cuda.device_count():
+                raise MaisiError(
+                    f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                    f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}",
+                )
+            device = torch.device("cuda", index)
+        elif device.type != "cpu":
+            raise MaisiError(f"device '{name}' is not supported by tensor splitting", "use cpu or cuda:N")
+        out.append(device)
+    return out
+
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+}
+
+
+def resolve_dtype(dtype, devices: list[torch.device]) -> torch.dtype:
+    """Compute dtype: float32 on CPU, float16 on CUDA (the reference's numerics) unless given."""
+    if dtype is None:
+        return torch.float32 if all(d.type == "cpu" for d in devices) else torch.float16
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    key = str(dtype).replace("torch.", "")
+    if key not in _DTYPES:
+        raise MaisiError(f"unsupported dtype '{dtype}'", "use float32, float16 or bfloat16")
+    return _DTYPES[key]
+
+
+def make_plan(
+    kind: str,
+    graph: Graph,
+    input_shape: tuple[int, int, int, int],
+    devices,
+    max_memory_bytes: int | None = None,
+    dtype=None,
+    output_on_device: bool = True,
+    output_itemsize: int = 4,
+    axis: int | None = None,
+) -> Plan:
+    """Plan one volume; MaisiError if no plan fits the budget (naming the smallest budget that does)."""
+    devs = resolve_devices(devices)
+    compute = resolve_dtype(dtype, devs)
+    itemsize = torch.empty((), dtype=compute).element_size()
+    spatial = tuple(int(s) for s in input_shape[1:])
+    if axis is None:
+        axis = max(range(3), key=lambda a: (spatial[a], -a))
+    perm = (axis,) + tuple(a for a in range(3) if a != axis)
+    permuted = tuple(spatial[p] for p in perm)
+    sizes = graph.sizes(spatial)  # type: ignore[arg-type]
+    out_spatial = sizes[graph.output]
+    output_shape = (graph.nodes[graph.output].channels, *out_spatial)
+    budget = int(max_memory_bytes) if max_memory_bytes is not None else min(available_memory(d) for d in devs)
+    input_bytes = math.prod(input_shape) * itemsize
+    output_bytes = math.prod(output_shape) * output_itemsize if output_on_device else 0
+    cost = _CostModel(graph, permuted, itemsize, len(devs), device_model(devs[0], compute), input_bytes, output_bytes)  # type: ignore[arg-type]
+    host_tier = any(d.type == "cuda" for d in devs)
+    host_budget = _host_available() * 0.8
+
+    best = cost.simulate({}, budget)
+    if best is None:
+        smallest = cost.simulate({}, float("inf"), force_rows=1)
+        need = smallest.peak if smallest is not None else budget
+        raise MaisiError(
+            f"a memory budget of {_fmt_bytes(budget)} is too small for {kind} of {input_shape[1:]} "
+            f"(the smallest that works is {_fmt_bytes(need)})",
+            f"allow at least {_fmt_bytes(need)} (--max-gpu-memory / max_memory_bytes) or use a smaller volume",
+        )
+    keep: dict[int, bool] = {}
+    candidates = sorted(i for i in cost.normalised if i != INPUT_INDEX)
+    while True:
+        choice = None
+        for c in candidates:
+            if c in keep:
+                continue
+            for off in ((False, True) if host_tier else (False,)):
+                trial = cost.simulate({**keep, c: off}, budget)
+                if trial is None or trial.host_peak > host_budget:
+                    continue
+                if trial.seconds < best.seconds * 0.999 and (choice is None or trial.seconds < choice[2].seconds):
+                    choice = (c, off, trial)
+        if choice is None:
+            break
+        keep[choice[0]] = choice[1]
+        best = choice[2]
+    return Plan(
+        kind=kind,
+        input_shape=tuple(int(s) for s in input_shape),  # type: ignore[arg-type]
+        output_shape=tuple(int(s) for s in output_shape),  # type: ignore[arg-type]
+        axis=axis,
+        devices=tuple(str(d) for d in devs),
+        dtype=str(compute).replace("torch.", ""),
+        passes=tuple(best.passes),
+        budget_bytes=budget,
+        predicted_peak_bytes=int(best.peak),
+        predicted_host_bytes=int(best.host_peak),
+        predicted_seconds=float(best.seconds),
+        node_names=tuple(n.name for n in graph.nodes),
+    )
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / GiB:.2f} GiB" if n >= GiB / 10 else f"{n / (1 << 20):.0f} MiB"
+
+
+def format_plan(plan: Plan) -> str:
+    """A few lines for `maisi info --plan`: sizes, devices, passes, predicted peak and time."""
+    what = "latent" if plan.kind == "decode" else "image"
+    other = "image" if plan.kind == "decode" else "latent"
+    shape = lambda s: f"{s[0]} x " + "x".join(str(v) for v in s[1:])  # noqa: E731
+    kept = [p for p in plan.passes if p.store]
+    lines = [
+        f"TSP {plan.kind}: {what} {shape(plan.input_shape)} -> {other} {shape(plan.output_shape)}",
+        f"  devices: {', '.join(plan.devices)} ({plan.dtype}); segments split axis {AXIS_NAMES[plan.axis]}",
+        f"  passes: {len(plan.passes)} ({len(kept)} keep their tensor"
+        + (f", {sum(p.offload for p in kept)} in host memory" if plan.offloaded else "")
+        + f"); segments per pass: {min(p.segments for p in plan.passes)}-{plan.max_segments}",
+        f"  memory budget: {_fmt_bytes(plan.budget_bytes)}; predicted peak: {_fmt_bytes(plan.predicted_peak_bytes)} per device"
+        + (f" + {_fmt_bytes(plan.predicted_host_bytes)} host" if plan.offloaded else ""),
+        f"  predicted time: {plan.predicted_seconds:.1f} s (rough model)",
+    ]
+    for p in plan.passes:
+        role = "output" if p is plan.passes[-1] else ("keep" + (" (host)" if p.offload else "") if p.store else "statistics")
+        name = plan.node_names[p.target] if plan.node_names else str(p.target)
+        lines.append(f"    {name:<34} {role:<12} {p.segments:>4} segment(s)")
+    return "\n".join(lines)
+

@@ -1,0 +1,317 @@
+"""Generation and inpainting settings, weights status, progress and Cancel.
+
+The checks come from `MAISISynthLib.params` (the engine's own size rules and training ranges), so a
+size the model cannot take is flagged beside the spin boxes, as in the Slicer module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PyQt5 import QtCore, QtWidgets
+
+from MAISIEngine import labels as maisi_labels
+from MAISIEngine.errors import MaisiError
+from MAISIEngine.presets import load_preset
+from MAISISynthLib import params
+
+SOURCE_LABELS = "Current label map"
+SOURCE_TEMPLATE = "Phantom template"
+OTHER_MODEL = "Model folder..."
+
+
+def weights_summary(model: str) -> tuple[bool, bool, str]:
+    """(ready, downloadable, text) for a model name or directory."""
+    from MAISIEngine.weights import weights_status
+
+    try:
+        preset = load_preset(model)
+        states = weights_status(preset)
+    except MaisiError as exc:
+        return False, False, exc.one_line()
+    missing = [role for role, state in states.items() if not state.present]
+    if not missing:
+        verified = all(state.verified for state in states.values())
+        where = {"official": "cache", "package": "installed", "directory": "model folder"}.get(preset.weights_source, "")
+        return True, False, f"Weights ready ({where}{', verified' if verified else ''})"
+    downloadable = preset.weights_source == "official"
+    return False, downloadable, "Weights missing: " + ", ".join(missing) + (" (download them)" if downloadable else "")
+
+
+class GeneratePanel(QtWidgets.QWidget):
+    generateClicked = QtCore.pyqtSignal()
+    inpaintClicked = QtCore.pyqtSignal()
+    cancelClicked = QtCore.pyqtSignal()
+    downloadClicked = QtCore.pyqtSignal()
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._mask_grid: tuple[tuple[int, int, int], tuple[float, float, float]] | None = None
+        self._running = False
+
+        self.model_combo = QtWidgets.QComboBox()
+        self.model_combo.setObjectName("modelCombo")
+        self.model_combo.addItems(params.MODEL_CHOICES)
+        self.model_combo.addItem(OTHER_MODEL)
+        self.model_combo.activated.connect(self._model_activated)
+        self.model_combo.currentIndexChanged.connect(lambda _i: self._model_changed())
+        self.weights_label = QtWidgets.QLabel()
+        self.weights_label.setObjectName("weightsStatus")
+        self.weights_label.setWordWrap(True)
+        self.download_button = QtWidgets.QPushButton("Download weights")
+        self.download_button.clicked.connect(self.downloadClicked.emit)
+
+        self.source_combo = QtWidgets.QComboBox()
+        self.source_combo.addItems([SOURCE_LABELS, SOURCE_TEMPLATE])
+        self.template_region = QtWidgets.QComboBox()
+        self.template_region.addItems(params.TEMPLATE_REGIONS)
+        self.use_mask_grid = QtWidgets.QCheckBox("Use the label map's grid")
+        self.use_mask_grid.setChecked(True)
+        self.size_boxes = [QtWidgets.QSpinBox() for _ in range(3)]
+        self.spacing_boxes = [QtWidgets.QDoubleSpinBox() for _ in range(3)]
+        size_row, spacing_row = QtWidgets.QHBoxLayout(), QtWidgets.QHBoxLayout()
+        for box in self.size_boxes:
+            box.setRange(16, 1024)
+            box.setSingleStep(16)
+            box.setValue(128)
+            box.valueChanged.connect(lambda _v: self._check())
+            size_row.addWidget(box)
+        for box in self.spacing_boxes:
+            box.setRange(0.25, 20.0)
+            box.setDecimals(2)
+            box.setSingleStep(0.25)
+            box.setValue(3.0)
+            box.valueChanged.connect(lambda _v: self._check())
+            spacing_row.addWidget(box)
+        self.fov_label = QtWidgets.QLabel()
+        self.fov_label.setObjectName("fieldOfView")
+        self.check_label = QtWidgets.QLabel()
+        self.check_label.setObjectName("settingsCheck")
+        self.check_label.setWordWrap(True)
+        self.region_combo = QtWidgets.QComboBox()
+        self.region_combo.addItems(params.REGION_CHOICES)
+        self.seed = QtWidgets.QSpinBox()
+        self.seed.setObjectName("seed")
+        self.seed.setRange(0, params.MAX_SEED)
+        dice = QtWidgets.QToolButton()
+        dice.setText("Random")
+        dice.clicked.connect(lambda: self.seed.setValue(params.random_seed()))
+        seed_row = QtWidgets.QHBoxLayout()
+        seed_row.addWidget(self.seed, 1)
+        seed_row.addWidget(dice)
+        self.steps = QtWidgets.QSpinBox()
+        self.steps.setObjectName("steps")
+        self.steps.setRange(0, 1000)
+        self.steps.setSpecialValueText("model default")
+        self.device_combo = QtWidgets.QComboBox()
+        self.device_combo.addItems(params.DEVICE_CHOICES)
+        self.tumor_type = QtWidgets.QComboBox()
+        for name, label_id in maisi_labels.TUMOR_TYPES.items():
+            self.tumor_type.addItem(f"{name} ({maisi_labels.name_of(label_id)})", name)
+        self.margin = QtWidgets.QDoubleSpinBox()
+        self.margin.setRange(0.0, 50.0)
+        self.margin.setValue(10.0)
+        self.margin.setSuffix(" mm")
+
+        self.generate_button = QtWidgets.QPushButton("Generate")
+        self.generate_button.setObjectName("generateButton")
+        self.inpaint_button = QtWidgets.QPushButton("Inpaint tumor")
+        self.inpaint_button.setObjectName("inpaintButton")
+        self.cancel_button = QtWidgets.QPushButton("Cancel")
+        self.cancel_button.setObjectName("cancelButton")
+        self.cancel_button.setEnabled(False)
+        self.generate_button.clicked.connect(self.generateClicked.emit)
+        self.inpaint_button.clicked.connect(self.inpaintClicked.emit)
+        self.cancel_button.clicked.connect(self.cancelClicked.emit)
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setObjectName("progressBar")
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.stage_label = QtWidgets.QLabel("Idle")
+        self.stage_label.setObjectName("stageLabel")
+        self.stage_label.setWordWrap(True)
+
+        model_box = QtWidgets.QGroupBox("Model")
+        model_form = QtWidgets.QFormLayout(model_box)
+        model_form.addRow("Model", self.model_combo)
+        model_form.addRow(self.weights_label)
+        model_form.addRow(self.download_button)
+        grid_box = QtWidgets.QGroupBox("Generate")
+        grid_form = QtWidgets.QFormLayout(grid_box)
+        grid_form.addRow("Labels from", self.source_combo)
+        grid_form.addRow("Template region", self.template_region)
+        grid_form.addRow(self.use_mask_grid)
+        grid_form.addRow("Size (voxels)", size_row)
+        grid_form.addRow("Spacing (mm)", spacing_row)
+        grid_form.addRow(self.fov_label)
+        grid_form.addRow(self.check_label)
+        grid_form.addRow("Body region", self.region_combo)
+        grid_form.addRow("Seed", seed_row)
+        grid_form.addRow("Steps", self.steps)
+        grid_form.addRow("Device", self.device_combo)
+        inpaint_box = QtWidgets.QGroupBox("Inpaint (CT + painted tumor)")
+        inpaint_form = QtWidgets.QFormLayout(inpaint_box)
+        inpaint_form.addRow("Tumor type", self.tumor_type)
+        inpaint_form.addRow("Margin", self.margin)
+        buttons = QtWidgets.QHBoxLayout()
+        buttons.addWidget(self.generate_button)
+        buttons.addWidget(self.inpaint_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(model_box)
+        layout.addWidget(grid_box)
+        layout.addWidget(inpaint_box)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.stage_label)
+        layout.addStretch(1)
+
+        self.source_combo.currentTextChanged.connect(lambda _t: self._sync_enabled())
+        self.use_mask_grid.toggled.connect(lambda _b: (self._sync_enabled(), self._check()))
+        self._model_changed()
+        self._sync_enabled()
+
+    # -- model ------------------------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        data = self.model_combo.currentData()
+        return str(data) if data else self.model_combo.currentText()
+
+    def set_model(self, model: str | Path) -> None:
+        """Choose a shipped model by name or a model directory by path."""
+        text = str(model)
+        index = self.model_combo.findText(text)
+        if index < 0 or text == OTHER_MODEL:
+            index = self.model_combo.findData(text)
+        if index < 0:
+            index = self.model_combo.count() - 1
+            self.model_combo.insertItem(index, Path(text).name, text)
+        self.model_combo.setCurrentIndex(index)
+
+    def _model_activated(self, index: int) -> None:
+        if self.model_combo.itemText(index) != OTHER_MODEL:
+            return
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Model folder (holding preset.json)")
+        if folder:
+            self.set_model(folder)
+        else:
+            self.model_combo.setCurrentIndex(0)
+
+    def _model_changed(self) -> None:
+        if self.model_combo.currentText() == OTHER_MODEL:
+            return
+        self.refresh_weights_status()
+        try:
+            preset = load_preset(self.model)
+        except MaisiError:
+            return
+        if not self.use_mask_grid.isChecked() or self._mask_grid is None:
+            for box, value in zip(self.size_boxes, preset.default_size):
+                box.setValue(int(value))
+            for box, value in zip(self.spacing_boxes, preset.default_spacing):
+                box.setValue(float(value))
+        for box in self.size_boxes:
+            box.setSingleStep(preset.size_divisor)
+        self._check()
+
+    def refresh_weights_status(self) -> bool:
+        ready, downloadable, text = weights_summary(self.model)
+        self.weights_ready = ready
+        self.weights_label.setText(text)
+        self.weights_label.setStyleSheet("" if ready else "color: #c0392b;")
+        self.download_button.setVisible(downloadable)
+        self._sync_enabled()
+        return ready
+
+    # -- grid -------------------------------------------------------------------------------------
+    def set_mask_grid(self, shape: tuple[int, int, int] | None, spacing: tuple[float, float, float] | None) -> None:
+        """The grid of the label map in the views (shown when 'use the label map's grid' is ticked)."""
+        self._mask_grid = None if shape is None or spacing is None else (tuple(shape), tuple(spacing))  # type: ignore[assignment]
+        if self._mask_grid is not None and self.use_mask_grid.isChecked():
+            for box, value in zip(self.size_boxes, self._mask_grid[0]):
+                box.setValue(int(value))
+            for box, value in zip(self.spacing_boxes, self._mask_grid[1]):
+                box.setValue(round(float(value), 2))
+        self._sync_enabled()
+        self._check()
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        return tuple(b.value() for b in self.size_boxes)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(b.value() for b in self.spacing_boxes)  # type: ignore[return-value]
+
+    def uses_mask_grid(self) -> bool:
+        return self.source_combo.currentText() == SOURCE_LABELS and self.use_mask_grid.isChecked()
+
+    def _check(self) -> None:
+        self.fov_label.setText(params.field_of_view_text(self.size, self.spacing))
+        try:
+            preset = load_preset(self.model)
+        except MaisiError as exc:
+            self.check_label.setText(exc.one_line())
+            self.check_label.setStyleSheet("color: #c0392b;")
+            return
+        check = params.check_size_and_spacing(preset, self.size, self.spacing)
+        if check.errors and self.uses_mask_grid():
+            check.errors.append("Untick 'Use the label map's grid' to resample the labels onto a size the model takes.")
+        self.settings_ok = check.ok
+        self.check_label.setText(check.text())
+        self.check_label.setStyleSheet("color: #c0392b;" if check.errors else "color: #b9770e;")
+        self._sync_enabled()
+
+    def _sync_enabled(self) -> None:
+        template = self.source_combo.currentText() == SOURCE_TEMPLATE
+        self.template_region.setEnabled(template and not self._running)
+        self.use_mask_grid.setEnabled(not template and not self._running)
+        manual = not self.uses_mask_grid()
+        for box in (*self.size_boxes, *self.spacing_boxes):
+            box.setEnabled(manual and not self._running)
+        ready = getattr(self, "weights_ready", False) and getattr(self, "settings_ok", True)
+        self.generate_button.setEnabled(ready and not self._running)
+        self.inpaint_button.setEnabled(ready and not self._running)
+        self.download_button.setEnabled(not self._running)
+        self.cancel_button.setEnabled(self._running)
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def generate_job(self, output_dir: Path, mask: Path | None) -> dict[str, Any]:
+        """The worker job for the current settings; `mask` is the label map written for it."""
+        template = self.source_combo.currentText() == SOURCE_TEMPLATE
+        grid_from_mask = self.uses_mask_grid()
+        return params.generate_job(
+            self.model, output_dir,
+            mask=None if template else mask,
+            template_region=self.template_region.currentText() if template else None,
+            size=None if grid_from_mask else self.size,
+            spacing=None if grid_from_mask else self.spacing,
+            region=self.region_combo.currentText(),
+            seed=self.seed.value(),
+            steps=self.steps.value() or None,
+            device=self.device_combo.currentText(),
+        )
+
+    def inpaint_job(self, output_dir: Path, image: Path, labels: Path, tumor: Path) -> dict[str, Any]:
+        return params.inpaint_job(
+            self.model, output_dir, image=image, labels=labels, tumor=tumor,
+            tumor_type=str(self.tumor_type.currentData()), seed=self.seed.value(),
+            steps=self.steps.value() or None, device=self.device_combo.currentText(),
+            margin_mm=self.margin.value(),
+        )
+
+    @property
+    def tumor_label(self) -> int:
+        return maisi_labels.TUMOR_TYPES[str(self.tumor_type.currentData())]
+
+    def set_running(self, running: bool) -> None:
+        self._running = running
+        if running:
+            self.progress.setValue(0)
+        self._sync_enabled()
+
+    def set_progress(self, fraction: float, text: str) -> None:
+        self.progress.setValue(int(round(max(0.0, min(1.0, fraction)) * 100)))
+        self.stage_label.setText(text)

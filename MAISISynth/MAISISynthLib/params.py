@@ -1,0 +1,177 @@
+"""Generation settings as the front ends collect them: checked against the preset, turned into jobs.
+
+The checks repeat, before anything runs, what the engine would refuse (sizes the architecture cannot
+take) and what it would warn about (sizes, spacings and fields of view the model was not trained on),
+so the user sees it next to the spin boxes instead of after a model has loaded.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from MAISIEngine import geometry as engine_geometry
+from MAISIEngine.errors import MaisiError
+from MAISIEngine.presets import Preset
+
+from .geometry import field_of_view_mm
+
+MODEL_CHOICES = ("demo", "rflow-ct", "ddpm-ct")
+DEVICE_CHOICES = ("auto", "cuda", "cpu")
+REGION_CHOICES = ("auto", "head-neck", "chest", "abdomen", "lower-body", "chest-abdomen")
+"""Body regions a user can name; "auto" lets the engine read them from the labels present."""
+TEMPLATE_REGIONS = ("chest-abdomen", "chest", "abdomen")
+"""Body regions of the phantom templates the engine draws."""
+MAX_SEED = 2**31 - 1
+
+
+@dataclass
+class SettingsCheck:
+    """What is wrong (refused: generation cannot start) and what is risky (allowed, with a warning)."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def text(self) -> str:
+        return "\n".join([*self.errors, *self.warnings])
+
+
+def check_size_and_spacing(
+    preset: Preset, size: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> SettingsCheck:
+    """The engine's own checks: refused sizes/spacings become errors, out-of-training ranges warnings."""
+    check = SettingsCheck()
+    try:
+        size = engine_geometry.check_size(preset, [int(v) for v in size])
+        spacing = engine_geometry.check_spacing([float(v) for v in spacing])
+    except MaisiError as exc:
+        check.errors.append(exc.one_line())
+        return check
+    check.warnings.extend(engine_geometry.range_warnings(preset, size, spacing))
+    return check
+
+
+def field_of_view_text(size: tuple[int, int, int], spacing: tuple[float, float, float]) -> str:
+    """'384 x 384 x 256 mm': what the CT will cover."""
+    return " x ".join(f"{v:.0f}" for v in field_of_view_mm(size, spacing)) + " mm"
+
+
+def random_seed() -> int:
+    """A seed for the dice button (cryptographic source: two clicks never repeat a pattern)."""
+    return secrets.randbelow(MAX_SEED)
+
+
+def generate_job(
+    model: str,
+    output_dir: str | Path,
+    *,
+    mask: str | Path | None = None,
+    template_region: str | None = None,
+    size: tuple[int, int, int] | None = None,
+    spacing: tuple[float, float, float] | None = None,
+    region: str | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """The worker's generate job: from a label map file, or from a phantom template when `mask` is None."""
+    if mask is None and template_region is None:
+        raise ValueError("a generate job needs a mask or a template region")
+    template = None if mask is not None else {"kind": "phantom", "region": template_region, "seed": int(seed)}
+    return {
+        "type": "generate",
+        "model": str(model),
+        "mask": str(mask) if mask is not None else None,
+        "template": template,
+        "size": [int(v) for v in size] if size else None,
+        "spacing": [float(v) for v in spacing] if spacing else None,
+        "region": None if region in (None, "", "auto") else region,
+        "seed": int(seed),
+        "steps": int(steps) if steps else None,
+        "device": device,
+        "output_dir": str(output_dir),
+        "format": "nifti",
+    }
+
+
+def inpaint_job(
+    model: str,
+    output_dir: str | Path,
+    *,
+    image: str | Path,
+    labels: str | Path,
+    tumor: str | Path,
+    tumor_type: str,
+    seed: int = 0,
+    steps: int | None = None,
+    device: str = "auto",
+    margin_mm: float = 10.0,
+    method: str | None = None,
+) -> dict[str, Any]:
+    """The worker's inpaint job: a CT, its MAISI label map and a tumor mask painted on the same grid."""
+    job: dict[str, Any] = {
+        "type": "inpaint",
+        "model": str(model),
+        "image": str(image),
+        "labels": str(labels),
+        "tumor": str(tumor),
+        "tumor_type": tumor_type,
+        "margin_mm": float(margin_mm),
+        "seed": int(seed),
+        "steps": int(steps) if steps else None,
+        "device": device,
+        "output_dir": str(output_dir),
+        "format": "nifti",
+    }
+    if method:
+        job["method"] = method
+    return job
+
+
+def phantom_job(region: str, size: tuple[int, int, int], spacing: tuple[float, float, float], seed: int,
+                output_dir: str | Path) -> dict[str, Any]:
+    """The worker's phantom job: a procedural torso label map to start drawing from."""
+    return {
+        "type": "phantom",
+        "region": region,
+        "size": [int(v) for v in size],
+        "spacing": [float(v) for v in spacing],
+        "seed": int(seed),
+        "output_dir": str(output_dir),
+    }
+
+
+def download_job(model: str) -> dict[str, Any]:
+    return {"type": "download", "model": str(model)}
+
+
+@dataclass(frozen=True)
+class WeightsSummary:
+    ready: bool
+    downloadable: bool
+    text: str
+
+
+def weights_summary(model: str) -> WeightsSummary:
+    """Whether a model's weight files are on this machine (no hashing: fast enough for a combo box)."""
+    from MAISIEngine.presets import load_preset
+    from MAISIEngine.weights import weights_status
+
+    try:
+        preset = load_preset(model)
+        states = weights_status(preset)
+    except MaisiError as exc:
+        return WeightsSummary(False, False, exc.message)
+    downloadable = preset.weights_source == "official"
+    missing = [role.replace("_", " ") for role, state in states.items() if not state.present]
+    if missing:
+        return WeightsSummary(False, downloadable, f"weights missing: {', '.join(missing)}")
+    if all(state.verified for state in states.values()):
+        return WeightsSummary(True, downloadable, "weights verified")
+    return WeightsSummary(True, downloadable, "weights present")

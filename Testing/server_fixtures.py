@@ -1,0 +1,38 @@
+"""A real job server (uvicorn) on 127.0.0.1 in a background thread, for server and client tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+
+
+@contextmanager
+def running_server(jobs_dir: Path, token: str | None = TOKEN, max_upload_bytes: int = 4 << 20,
+                   devices: list[str] | None = None) -> Iterator[tuple[str, object]]:
+    import uvicorn
+
+    from MAISIEngine.server.app import create_app
+    from MAISIEngine.server.queue import JobStore
+
+    store = JobStore(jobs_dir, devices or ["cpu"])
+    app = create_app(store, token, max_upload_bytes)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", store
+    finally:
+        store.shutdown()
+        server.should_exit = True
+        thread.join(timeout=10)

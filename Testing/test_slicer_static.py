@@ -1,0 +1,268 @@
+"""Static checks of the Slicer extension: code compiles, the .ui is valid and matches the code, every
+parameter is bound to a widget of the right type, CMake lists and installs what the module needs."""
+
+from __future__ import annotations
+
+import ast
+import os
+import py_compile
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import types
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE_DIR = REPO / "MAISISynth"
+MODULE_FILE = MODULE_DIR / "MAISISynth.py"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "MAISISynth.ui"
+LIB_FILES = sorted((MODULE_DIR / "MAISISynthLib").glob("*.py"))
+STAND_IN_CLASSES = {
+    "qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QWidget", "ctkCollapsibleGroupBox": "QGroupBox",
+    "qMRMLNodeComboBox": "QWidget", "qMRMLSegmentEditorWidget": "QWidget", "ctkDirectoryButton": "QWidget",
+}
+"""Slicer/CTK widget classes the .ui uses; Qt's loader gets stand-ins for them (CTK is not installed here)."""
+
+
+def ui_tree() -> ET.Element:
+    return ET.parse(UI_FILE).getroot()
+
+
+def ui_widgets() -> dict[str, ET.Element]:
+    return {w.get("name"): w for w in ui_tree().iter("widget")}
+
+
+def widget_property(widget: ET.Element, name: str) -> ET.Element | None:
+    return next((p for p in widget.findall("property") if p.get("name") == name), None)
+
+
+def bound_widgets() -> dict[str, ET.Element]:
+    """Parameter name -> the widget whose SlicerParameterName names it."""
+    out = {}
+    for widget in ui_widgets().values():
+        prop = widget_property(widget, "SlicerParameterName")
+        if prop is not None:
+            name = prop.findtext("string")
+            assert name not in out, f"parameter {name} is bound twice"
+            out[name] = widget
+    return out
+
+
+def parameter_annotations() -> dict[str, ast.expr]:
+    """Field name -> annotation of the @parameterNodeWrapper class in the module file."""
+    tree = ast.parse(MODULE_FILE.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and any(
+            isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in node.decorator_list
+        ):
+            return {s.target.id: s.annotation for s in node.body if isinstance(s, ast.AnnAssign)}
+    raise AssertionError("no @parameterNodeWrapper class in MAISISynth.py")
+
+
+def base_type(annotation: ast.expr) -> str:
+    """'str', 'int', 'float', 'bool', 'Path' or a node class name, unwrapping Annotated[...]."""
+    if isinstance(annotation, ast.Subscript) and isinstance(annotation.value, ast.Name) and annotation.value.id == "Annotated":
+        return base_type(annotation.slice.elts[0])  # type: ignore[attr-defined]
+    assert isinstance(annotation, ast.Name), ast.dump(annotation)
+    return annotation.id
+
+
+def test_module_and_library_compile(tmp_path):
+    for path in [MODULE_FILE, *LIB_FILES]:
+        py_compile.compile(str(path), cfile=str(tmp_path / (path.name + "c")), doraise=True)
+    assert {p.name for p in LIB_FILES} >= {"__init__.py", "jobs.py", "mrml.py", "params.py", "geometry.py"}
+
+
+def test_ui_is_valid_qt_designer_xml():
+    root = ui_tree()
+    assert root.tag == "ui" and root.get("version") == "4.0"
+    assert root.findtext("class") == "MAISISynth"
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == "MAISISynth"
+    names = [w.get("name") for w in root.iter("widget")]
+    assert len(names) == len(set(names)), "widget names must be unique"
+    declared = {c.findtext("class") for c in root.find("customwidgets")}
+    qt_classes = {"QLabel", "QComboBox", "QPushButton", "QSpinBox", "QDoubleSpinBox", "QCheckBox", "QProgressBar",
+                  "QPlainTextEdit"}
+    for widget in root.iter("widget"):
+        assert widget.get("class") in declared | qt_classes, widget.get("class")
+    # Form rows are unique per layout and every layout item holds exactly one thing.
+    for layout in root.iter("layout"):
+        rows = [(i.get("row"), i.get("column")) for i in layout.findall("item") if i.get("row") is not None]
+        assert len(rows) == len(set(rows)), layout.get("name")
+        for item in layout.findall("item"):
+            assert len(list(item)) == 1, layout.get("name")
+
+
+def test_every_mrml_widget_receives_the_scene():
+    root = ui_tree()
+    receivers = {
+        c.findtext("receiver")
+        for c in root.find("connections")
+        if c.findtext("sender") == "MAISISynth" and c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
+        and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
+    }
+    mrml_widgets = {n for n, w in ui_widgets().items() if w.get("class").startswith("qMRML") and n != "MAISISynth"}
+    assert mrml_widgets and receivers == mrml_widgets
+
+
+def test_every_widget_the_code_uses_exists_in_the_ui():
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
+    missing = used - set(ui_widgets())
+    assert not missing, f"MAISISynth.py uses widgets the .ui lacks: {sorted(missing)}"
+    assert {"generateButton", "progressBar", "logTextEdit", "segmentEditorWidget", "inpaintButton",
+            "exportButton", "downloadWeightsButton", "diceButton", "addTumorButton"} <= used
+
+
+def test_every_parameter_is_bound_to_a_widget_of_its_type():
+    annotations = parameter_annotations()
+    bound = bound_widgets()
+    assert set(annotations) == set(bound), (
+        f"unbound parameters: {sorted(set(annotations) - set(bound))}; "
+        f"bound names without a parameter: {sorted(set(bound) - set(annotations))}")
+    expected_class = {"str": "QComboBox", "int": "QSpinBox", "float": "QDoubleSpinBox", "bool": "QCheckBox",
+                      "Path": "ctkDirectoryButton"}
+    for name, annotation in annotations.items():
+        kind = base_type(annotation)
+        widget = bound[name]
+        if kind.startswith("vtkMRML"):
+            assert widget.get("class") == "qMRMLNodeComboBox", name
+            node_types = widget_property(widget, "nodeTypes").find("stringlist")
+            assert [s.text for s in node_types] == [kind], name
+        else:
+            assert widget.get("class") == expected_class[kind], (name, kind, widget.get("class"))
+            if kind == "str":  # the combo box connector needs the choices
+                assert "Choice(" in ast.unparse(annotation), name
+
+
+def test_ui_loads_in_qt_and_wires_the_scene(monkeypatch):
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    from PyQt5 import QtCore, QtWidgets, uic
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+
+    class Indexable:
+        def __init__(self, bound):
+            self.bound = bound
+
+        def __getitem__(self, signature):
+            return self.bound
+
+    def stand_in(name: str, base: type) -> type:
+        def __getattr__(self, attr):
+            if attr.startswith("set") and len(attr) > 3:
+                key = attr[3].lower() + attr[4:]
+                return lambda value: self.setProperty(key, value)
+            raise AttributeError(attr)
+
+        namespace = {
+            "__getattr__": __getattr__,
+            "sceneChanged": QtCore.pyqtSignal(object),
+            "mrmlSceneChanged": property(lambda self: Indexable(self.sceneChanged)),
+            "setMRMLScene": QtCore.pyqtSlot(object)(lambda self, scene: self.setProperty("scene", scene)),
+        }
+        return type(name, (base,), namespace)
+
+    for name, base in STAND_IN_CLASSES.items():
+        module = types.ModuleType(name)
+        setattr(module, name, stand_in(name, getattr(QtWidgets, base)))
+        monkeypatch.setitem(sys.modules, name, module)
+    widget = uic.loadUi(str(UI_FILE))
+    assert type(widget).__name__ == "qMRMLWidget"
+    assert widget.generateButton.text() == "Generate"
+    assert widget.stepsSpinBox.specialValueText() == "model default"
+    assert widget.logTextEdit.maximumBlockCount() == 1000 and widget.logTextEdit.isReadOnly()
+    assert widget.modelComboBox.property("SlicerParameterName") == "model"
+    assert widget.inputSegmentationSelector.property("nodeTypes") == ["vtkMRMLSegmentationNode"]
+    widget.sceneChanged.emit("the scene")
+    for name in ("inputSegmentationSelector", "tumorVolumeSelector", "exportSegmentationSelector", "segmentEditorWidget"):
+        assert getattr(widget, name).property("scene") == "the scene", name
+    widget.deleteLater()
+    app.processEvents()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Extension build files
+
+
+def cmake_list(text: str, variable: str) -> list[str]:
+    match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
+    assert match, variable
+    return [item.replace("${MODULE_NAME}", "MAISISynth") for item in match.group(1).split()]
+
+
+def test_cmake_lists_every_module_file_and_resource():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    scripts = cmake_list(text, "MODULE_PYTHON_SCRIPTS")
+    assert sorted(scripts) == sorted(["MAISISynth.py"] + [f"MAISISynthLib/{p.name}" for p in LIB_FILES])
+    for resource in cmake_list(text, "MODULE_PYTHON_RESOURCES"):
+        assert (MODULE_DIR / resource).is_file(), resource
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+    top = (REPO / "CMakeLists.txt").read_text()
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in top
+    assert "add_subdirectory(MAISISynth)" in top
+    for key in ("EXTENSION_HOMEPAGE", "EXTENSION_CATEGORY", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION",
+                "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        assert f"set({key} " in top, key
+    assert (REPO / "Resources" / "Icons" / "MAISISynth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (MODULE_DIR / "Resources" / "Icons" / "MAISISynth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_requirements_cover_the_engine_dependencies_except_torch():
+    from packaging.requirements import Requirement
+
+    lines = [line.strip() for line in (MODULE_DIR / "Resources" / "requirements.txt").read_text().splitlines()]
+    listed = {Requirement(line).name.lower() for line in lines if line and not line.startswith("#")}
+    engine = {Requirement(d).name.lower() for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    # torch comes from the PyTorch extension; numpy ships with Slicer.
+    assert "torch" not in listed
+    assert engine - {"torch", "numpy"} <= listed, sorted(engine - {"torch", "numpy"} - listed)
+
+
+SLICER_STAND_IN = """
+set(Slicer_USE_FILE ${CMAKE_CURRENT_LIST_DIR}/empty.cmake)
+set(Slicer_EXTENSION_GENERATE_CONFIG ${CMAKE_CURRENT_LIST_DIR}/empty.cmake)
+set(Slicer_EXTENSION_CPACK ${CMAKE_CURRENT_LIST_DIR}/empty.cmake)
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer/qt-scripted-modules)
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer/qt-scripted-modules)
+function(slicerMacroBuildScriptedModule)
+  cmake_parse_arguments(M "WITH_GENERIC_TESTS" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
+  foreach(f IN LISTS M_SCRIPTS M_RESOURCES)
+    if(NOT EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${f})
+      message(FATAL_ERROR "module file missing: ${f}")
+    endif()
+  endforeach()
+endfunction()
+function(slicer_add_python_unittest)
+endfunction()
+"""
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
+def test_cmake_configures_and_installs_the_engine_beside_the_module(tmp_path):
+    """Slicer's own macros are replaced by minimal ones; the engine copy and install are CMake's own."""
+    stand_in = tmp_path / "slicer"
+    stand_in.mkdir()
+    (stand_in / "SlicerConfig.cmake").write_text(SLICER_STAND_IN)
+    (stand_in / "empty.cmake").write_text("")
+    build, prefix = tmp_path / "build", tmp_path / "install"
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    for command in (
+        ["cmake", "-S", str(REPO), "-B", str(build), f"-DSlicer_DIR={stand_in}", "-DBUILD_TESTING=ON"],
+        ["cmake", "--build", str(build)],
+        ["cmake", "--install", str(build), "--prefix", str(prefix)],
+    ):
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    engine_files = sorted(p.relative_to(REPO / "MAISIEngine").as_posix() for p in (REPO / "MAISIEngine").rglob("*")
+                          if p.suffix in (".py", ".json", ".md", ".safetensors") and "__pycache__" not in p.parts)
+    for root in (build / "lib/Slicer/qt-scripted-modules/MAISIEngine", prefix / "lib/Slicer/qt-scripted-modules/MAISIEngine"):
+        copied = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        assert copied == engine_files
+    assert (prefix / "lib/Slicer/qt-scripted-modules/MAISIEngine/worker.py").read_bytes() == (
+        REPO / "MAISIEngine/worker.py").read_bytes()

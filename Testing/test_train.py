@@ -1,0 +1,449 @@
+"""Training of the three MAISI stages: learning, identical resume, DDP gradients, loading, bad input.
+
+Everything runs on CPU with tiny volumes (32^3) and the tiny or demo architecture, a few steps each.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from MAISIEngine.errors import MaisiError
+from MAISIEngine.io.nifti import write_volume
+from MAISIEngine.train.config import TrainConfig
+from MAISIEngine.train.data import ListSource
+from train_fixtures import block_source, block_volume
+
+TESTING = Path(__file__).resolve().parent
+REPO = TESTING.parent
+
+@pytest.fixture(scope="module")
+def tiny_preset_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import TINY_PRESET
+
+    path = tmp_path_factory.mktemp("preset") / "tiny.json"
+    path.write_text(json.dumps(copy.deepcopy(TINY_PRESET)))
+    return path
+
+
+def config(stage: str, out: Path, steps: int = 4, **changes: object) -> TrainConfig:
+    base = dict(stage=stage, out_dir=out, steps=steps, batch_size=2, lr=1e-3, seed=3, device="cpu", progress=False,
+                warmup_steps=1, checkpoint_every=0, size=(32, 32, 32), adv_start=0.0, disc_channels=4)
+    base.update(changes)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def train(stage: str, out: Path, preset: str | None, steps: int = 4, source: ListSource | None = None,
+          **changes: object):
+    from MAISIEngine.train.runner import train_stage
+
+    torch.manual_seed(0)
+    return train_stage(config(stage, out, steps, **changes), source or block_source(), preset=preset)
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory: pytest.TempPathFactory, tiny_preset_file: Path) -> Path:
+    """A tiny model directory with all three stages trained for a few steps."""
+    out = tmp_path_factory.mktemp("trained") / "model"
+    train("vae", out, str(tiny_preset_file), steps=2)
+    train("diffusion", out, None, steps=2)
+    train("controlnet", out, None, steps=1)
+    return out
+
+
+def state_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# ------------------------------------------------------------------------------------------ learning
+
+
+@pytest.mark.parametrize("stage,task,lr,steps,ratio", [
+    ("vae", "generate", 3e-3, 6, 0.8),
+    ("diffusion", "generate", 3e-3, 6, 0.8),
+    # The ControlNet only adds residuals into a frozen U-Net's skips: it moves the loss more slowly.
+    ("controlnet", "generate", 1e-2, 8, 0.995),
+    ("controlnet", "inpaint", 1e-2, 8, 0.995),
+])
+def test_each_stage_overfits_one_batch(stage: str, task: str, lr: float, steps: int, ratio: float, tmp_path: Path,
+                                       trained_tiny: Path, tiny_preset_file: Path) -> None:
+    """Training steps on one fixed batch (same crops, noise and timesteps) bring its loss down."""
+    from MAISIEngine.train.engine import set_learning_rate
+
+    out = tmp_path / "model"
+    if stage != "vae":
+        shutil.copytree(trained_tiny, out)
+    cfg = config(stage, out, 1, lr=lr, task=task, adv_weight=0.0, augment_flips=False,
+                 size=(16, 16, 16) if stage == "vae" else (32, 32, 32))
+    torch.manual_seed(0)
+    from MAISIEngine.train.runner import build_stage
+
+    built, _ = build_stage(cfg, block_source(), preset=str(tiny_preset_file) if stage == "vae" else None)
+    for optimizer in built.optimizers().values():
+        for group in optimizer.param_groups:
+            group["base_lr"] = group["lr"]
+    set_learning_rate(built.optimizers(), 1.0)
+    before = built.evaluate(0, range(2))
+    frozen = {k: v.clone() for k, v in built.unet.state_dict().items()} if stage == "controlnet" else {}
+    losses = [built.train_step(0, range(2), progress=0.0)["loss"] for _ in range(steps)]
+    after = built.evaluate(0, range(2))
+    assert all(np.isfinite(losses))
+    assert after < ratio * before, (before, after, losses)
+    for key, value in frozen.items():  # the diffusion U-Net stays frozen while its ControlNet trains
+        assert torch.equal(built.unet.state_dict()[key], value), key
+
+
+def test_controlnet_residuals_start_at_zero(trained_tiny: Path) -> None:
+    """MONAI's zero-initialised residual paths: a fresh ControlNet leaves the U-Net's output unchanged."""
+    from MAISIEngine.models import load_model
+    from MAISIEngine.networks import build_network, init_controlnet_from_unet
+    from MAISIEngine.train.controlnet import ControlledUNet
+
+    model = load_model(trained_tiny, "cpu")
+    fresh = build_network("controlnet", model.preset)
+    copied = init_controlnet_from_unet(fresh, model.unet)
+    assert copied > 10
+    x = torch.randn(1, 4, 8, 8, 8)
+    t = torch.tensor([500.0])
+    cond = torch.randint(0, 2, (1, 8, 32, 32, 32)).float()
+    extra = {"class_labels": torch.ones(1, dtype=torch.long), "spacing_tensor": torch.full((1, 3), 400.0)}
+    with torch.no_grad():
+        plain = model.unet(x=x, timesteps=t, **extra)
+        controlled = ControlledUNet(fresh, model.unet)(x, t, cond, **extra)
+    assert torch.equal(plain, controlled)
+
+
+def test_rflow_target_matches_the_sampler_step() -> None:
+    """velocity = x0 - noise (MONAI's convention): one sampler step with it from t to 0 lands on x0."""
+    from monai.networks.schedulers import RFlowScheduler
+
+    from MAISIEngine.train.losses import diffusion_target
+
+    scheduler = RFlowScheduler(num_train_timesteps=1000, use_discrete_timesteps=False, use_timestep_transform=True)
+    scheduler.set_timesteps(num_inference_steps=10, input_img_size_numel=8 * 8 * 8)
+    x0 = torch.randn(1, 4, 8, 8, 8)
+    noise = torch.randn_like(x0)
+    t = scheduler.timesteps[3]
+    noisy = scheduler.add_noise(x0, noise, t.reshape(1))
+    velocity = diffusion_target(scheduler, x0, noise, t.reshape(1))
+    landed, predicted_x0 = scheduler.step(velocity, t, noisy, torch.tensor(0.0))
+    assert torch.allclose(predicted_x0, x0, atol=1e-5)
+    assert torch.allclose(landed, x0, atol=2e-3)  # next_t is truncated to an int inside MONAI's step
+
+
+# ------------------------------------------------------------------------------------------ resume
+
+
+class Interrupt:
+    """Raise KeyboardInterrupt (what Ctrl-C or SIGTERM becomes) after a given step."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+
+    def __call__(self, step: int, values: dict[str, float]) -> None:
+        if step == self.after:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stage", ["vae", "controlnet"])
+def test_interrupted_run_resumes_identically(stage: str, tmp_path: Path, trained_tiny: Path,
+                                            tiny_preset_file: Path) -> None:
+    from MAISIEngine.train.checkpoints import state_path
+    from MAISIEngine.train.runner import train_stage
+
+    role = {"vae": "autoencoder", "controlnet": "controlnet"}[stage]
+    results = {}
+    for name in ("straight", "interrupted"):
+        out = tmp_path / name
+        shutil.copytree(trained_tiny, out)
+        (out / f"{role}.pt").unlink()
+        cfg = config(stage, out, 4, adv_start=0.5)  # the VAE's adversarial loss switches on mid-run
+        if name == "straight":
+            result = train_stage(cfg, block_source())
+        else:
+            first = train_stage(cfg, block_source(), on_step=Interrupt(2))
+            assert first.interrupted and first.end_step == 2
+            assert not (out / f"{role}.pt").exists()  # an interrupted run exports nothing
+            assert state_path(out, stage).is_file()
+            cfg.resume = True
+            result = train_stage(cfg, block_source())
+            assert result.start_step == 2
+        assert result.end_step == 4
+        results[name] = torch.load(out / f"{role}.pt", weights_only=True)
+        results[name + "_log"] = (out / "logs" / f"{stage}_losses.csv").read_text().splitlines()
+    straight, resumed = results["straight"], results["interrupted"]
+    if stage == "controlnet":
+        straight, resumed = straight["controlnet_state_dict"], resumed["controlnet_state_dict"]
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    # The loss log of the resumed run reads as one run: header + 4 rows, identical losses.
+    assert len(results["interrupted_log"]) == 5
+    column = results["straight_log"][0].split(",").index("loss")
+    assert [r.split(",")[column] for r in results["straight_log"][1:]] == \
+           [r.split(",")[column] for r in results["interrupted_log"][1:]]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path: Path, tiny_preset_file: Path) -> None:
+    from MAISIEngine.train.runner import train_stage
+
+    out = tmp_path / "model"
+    train_stage(config("vae", out, 2, adv_weight=0.0), block_source(), preset=str(tiny_preset_file),
+                on_step=Interrupt(1))
+    with pytest.raises(MaisiError, match="seed: 3 -> 4"):
+        train_stage(config("vae", out, 2, seed=4, resume=True, adv_weight=0.0), block_source())
+    with pytest.raises(MaisiError, match="no interrupted diffusion run to resume"):
+        train_stage(config("diffusion", out, 4, resume=True), block_source())
+
+
+# ------------------------------------------------------------------------------------------ DDP
+
+
+def test_torchrun_two_processes_average_gradients_like_one_process(tmp_path: Path, trained_tiny: Path) -> None:
+    """gloo DDP over 2 processes x 1 sample == 1 process x 2 samples, for every stage, within 1e-6."""
+    from train_ddp_gradients import stage_gradients
+
+    from MAISIEngine.train.distributed import DistContext
+
+    script = TESTING / "train_ddp_gradients.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", str(29500 + os.getpid() % 400), str(script), str(trained_tiny), str(tmp_path / "grads.pt")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = torch.load(tmp_path / "grads.pt", weights_only=True)
+    one = stage_gradients(trained_tiny, tmp_path / "work1", DistContext(0, 1, 0, torch.device("cpu")))
+    assert set(two) == {"vae", "diffusion", "controlnet"} and set(two) == set(one)
+    for stage in one:
+        assert one[stage]["world_size"] == 1 and two[stage]["world_size"] == 2
+        grads_one, grads_two = one[stage]["grads"], two[stage]["grads"]
+        assert grads_one.keys() == grads_two.keys() and len(grads_one) > 10
+        worst = max(float((grads_one[k] - grads_two[k]).abs().max()) for k in grads_one)
+        largest = max(float(grads_one[k].abs().max()) for k in grads_one)
+        assert largest > 1e-4, stage  # real gradients, not zeros
+        assert worst < 1e-6, (stage, worst)
+
+
+# ------------------------------------------------------------------------------------------ outputs
+
+
+def test_trained_directory_loads_through_the_normal_paths(trained_tiny: Path, tmp_path: Path) -> None:
+    from MAISIEngine.cli import main
+    from MAISIEngine.networks import load_network
+    from MAISIEngine.presets import load_preset
+
+    preset = load_preset(trained_tiny)
+    assert preset.weights == {"autoencoder": "autoencoder.pt", "diffusion_unet": "diffusion_unet.pt",
+                              "controlnet": "controlnet.pt"}
+    unet, checkpoint = load_network("diffusion_unet", preset, trained_tiny / "diffusion_unet.pt")
+    assert checkpoint.scale_factor is not None and 0.05 < checkpoint.scale_factor < 50
+    raw = torch.load(trained_tiny / "diffusion_unet.pt", weights_only=True)
+    assert set(raw) == {"unet_state_dict", "scale_factor"} and raw["scale_factor"].ndim == 0
+    assert set(torch.load(trained_tiny / "controlnet.pt", weights_only=True)) == {"controlnet_state_dict"}
+    vae_raw = torch.load(trained_tiny / "autoencoder.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in vae_raw.values())  # raw state dict, as the official file
+
+    labels, _ = block_volume(5)
+    mask = write_volume(tmp_path / "mask.nii.gz", labels, np.diag([4.0, 4.0, 4.0, 1.0]))
+    code = main(["generate", "--model", str(trained_tiny), "--mask", str(mask), "--steps", "2", "--device", "cpu",
+                 "-o", str(tmp_path / "generated")])
+    assert code == 0
+    import nibabel as nib
+
+    image = nib.load(str(tmp_path / "generated" / "image.nii.gz"))
+    assert image.shape == (32, 32, 32)
+    assert np.allclose(image.affine, np.diag([4.0, 4.0, 4.0, 1.0]))
+
+
+def test_fp16_safetensors_export(trained_tiny: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from MAISIEngine.models import load_model
+    from MAISIEngine.train.checkpoints import export_safetensors
+
+    written = export_safetensors(trained_tiny, tmp_path / "shipped")
+    assert set(written) == {"autoencoder", "diffusion_unet", "controlnet"}
+    with safe_open(str(written["diffusion_unet"]), framework="pt") as handle:
+        scale = float(handle.metadata()["scale_factor"])
+        assert all(handle.get_tensor(k).dtype == torch.float16 for k in handle.keys())
+    original = torch.load(trained_tiny / "diffusion_unet.pt", weights_only=True)
+    assert scale == pytest.approx(float(original["scale_factor"]))
+    shipped = load_model(tmp_path / "shipped", "cpu")
+    reference = load_model(trained_tiny, "cpu")
+    assert shipped.scale_factor == pytest.approx(reference.scale_factor)
+    for key, value in reference.unet.state_dict().items():
+        assert torch.allclose(shipped.unet.state_dict()[key], value, atol=1e-3, rtol=1e-3), key
+
+
+def test_inpaint_controlnet_is_described_in_the_preset(trained_tiny: Path, tmp_path: Path) -> None:
+    from MAISIEngine.networks import extract_checkpoint, load_state_dict_strict, read_checkpoint_file
+    from MAISIEngine.presets import load_preset
+    from MAISIEngine.train.checkpoints import INPAINT_KEY, export_safetensors
+    from MAISIEngine.train.controlnet import build_inpaint_controlnet, inpaint_condition
+
+    out = tmp_path / "model"
+    shutil.copytree(trained_tiny, out)
+    train("controlnet", out, None, steps=2, task="inpaint")
+    preset = load_preset(out)
+    section = preset.to_dict()[INPAINT_KEY]
+    assert section["network"]["conditioning_embedding_in_channels"] == 10
+    assert section["condition"]["tumor_ids"] == [26]
+    assert len(section["condition"]["channels"]) == 10
+    network = build_inpaint_controlnet(preset)
+    checkpoint = extract_checkpoint(read_checkpoint_file(out / section["weights"]), "controlnet")
+    load_state_dict_strict(network, checkpoint.state_dict, "controlnet")
+    written = export_safetensors(out, tmp_path / "shipped")
+    assert written["controlnet_inpaint"].name == "controlnet_inpaint.safetensors"
+    assert load_preset(tmp_path / "shipped").to_dict()[INPAINT_KEY]["weights"] == "controlnet_inpaint.safetensors"
+    # The condition: image blanked inside the region, the region, the tumor id's bits (26 = 0b11010).
+    image = torch.full((1, 1, 4, 4, 4), 0.5)
+    region = torch.zeros(1, 1, 4, 4, 4)
+    region[..., 1:3, 1:3, 1:3] = 1
+    tumor = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
+    tumor[..., 2, 2, 2] = 26
+    cond = inpaint_condition(image, tumor, region)
+    assert cond.shape == (1, 10, 4, 4, 4)
+    assert cond[0, 0, 2, 2, 2] == 0 and cond[0, 0, 0, 0, 0] == 0.5 and cond[0, 1].sum() == 8
+    assert cond[0, 2:, 2, 2, 2].tolist() == [0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def write_case(folder: Path, name: str, labels: np.ndarray | None, hu: np.ndarray, affine: np.ndarray,
+               label_affine: np.ndarray | None = None) -> None:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    write_volume(folder / "images" / f"{name}.nii.gz", hu, affine, dtype=np.int16)
+    if labels is not None:
+        (folder / "labels").mkdir(parents=True, exist_ok=True)
+        write_volume(folder / "labels" / f"{name}.nii.gz", labels,
+                     affine if label_affine is None else label_affine, dtype=np.uint8)
+
+
+def test_folder_is_read_in_ras_with_hu_scaled_and_resampled(tmp_path: Path) -> None:
+    from MAISIEngine.train.runner import build_source
+
+    labels, hu = block_volume(0)
+    lps = np.diag([-2.0, -2.0, 4.0, 1.0])  # i runs to the left, j to the back: flipped on reading
+    write_case(tmp_path / "data", "case0", labels, hu, lps)
+    source = build_source("controlnet", data=tmp_path / "data", spacing=(4.0, 4.0, 4.0))
+    volume = source.get(0)
+    assert volume.shape == (16, 16, 32) and volume.spacing == pytest.approx((4.0, 4.0, 4.0))
+    assert volume.image.min() >= 0.0 and volume.image.max() <= 1.0
+    # The vertebra (label 33, near the high-j end in the file) ends up near the low-j end after RAS.
+    j_of_bone = np.argwhere(volume.labels == 33)[:, 1].mean()
+    assert j_of_bone < 4
+    bone_unit = np.median(volume.image[volume.labels == 33])
+    assert (bone_unit * 2000.0 - 1000.0) == pytest.approx(500.0, abs=40.0)
+    liver_unit = np.median(volume.image[volume.labels == 1])
+    assert liver_unit * 2000 - 1000 == pytest.approx(60.0, abs=20.0)
+
+
+def test_datalist_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    from MAISIEngine.train.runner import build_source
+
+    labels, hu = block_volume(1)
+    write_case(tmp_path / "d", "a", labels, hu, np.diag([4.0, 4.0, 4.0, 1.0]))
+    datalist = tmp_path / "d" / "list.json"
+    datalist.write_text(json.dumps({"training": [{"image": "images/a.nii.gz", "label": "labels/a.nii.gz"}]}))
+    source = build_source("controlnet", datalist=datalist)
+    assert len(source) == 1 and source.get(0).labels is not None
+
+
+def test_phantoms_on_the_fly_are_deterministic() -> None:
+    from MAISIEngine.labels import BODY
+    from MAISIEngine.train.data import image_batch
+    from MAISIEngine.train.runner import build_source
+
+    first = build_source("controlnet", phantoms=2, phantom_sizes=[(64, 64, 64)], seed=5, workers=1)
+    second = build_source("controlnet", phantoms=2, phantom_sizes=[(64, 64, 64)], seed=5, workers=1)
+    volume = first.get(0)
+    assert volume.shape == (64, 64, 64) and BODY in np.unique(volume.labels)
+    assert np.array_equal(volume.labels, second.get(0).labels)
+    assert 2.0 <= min(volume.spacing) and max(volume.spacing) <= 4.0
+    batch = image_batch(first, 5, 7, range(2), (32, 32, 32), flips=True)
+    again = image_batch(second, 5, 7, range(2), (32, 32, 32), flips=True)
+    assert batch.shape == (2, 1, 32, 32, 32) and torch.equal(batch, again)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def cli(*args: str) -> tuple[int, str]:
+    completed = subprocess.run([sys.executable, "-m", "MAISIEngine.cli", "train", *args], capture_output=True,
+                               text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    return completed.returncode, completed.stderr.strip()
+
+
+def test_cli_bad_inputs_give_one_line(tmp_path: Path, tiny_preset_file: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    code, err = cli("vae", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o1"), "--device", "cpu")
+    assert code == 2 and err.startswith("error: dataset folder") and "holds no NIfTI images" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_controlnet_needs_labels_for_every_image(tmp_path: Path) -> None:
+    from MAISIEngine.train.runner import build_source
+
+    labels, hu = block_volume(0)
+    write_case(tmp_path / "d", "with", labels, hu, np.diag([4.0, 4.0, 4.0, 1.0]))
+    write_case(tmp_path / "d", "without", None, hu, np.diag([4.0, 4.0, 4.0, 1.0]))
+    with pytest.raises(MaisiError, match="1 of 2 image\\(s\\) have no label map \\(e.g. 'without'\\)"):
+        build_source("controlnet", data=tmp_path / "d")
+    assert len(build_source("vae", data=tmp_path / "d")) == 2  # the VAE needs images only
+
+
+def test_mismatched_geometry_and_unknown_ids_are_refused(tmp_path: Path) -> None:
+    from MAISIEngine.train.runner import build_source
+
+    labels, hu = block_volume(0)
+    write_case(tmp_path / "shifted", "c", labels, hu, np.diag([4.0, 4.0, 4.0, 1.0]),
+               label_affine=np.array([[4.0, 0, 0, 10.0], [0, 4.0, 0, 0], [0, 0, 4.0, 0], [0, 0, 0, 1]]))
+    with pytest.raises(MaisiError, match="image and labels of case 'c' are on different grids"):
+        build_source("controlnet", data=tmp_path / "shifted")
+    bad = labels.copy()
+    bad[0, 0, 0] = 250
+    write_case(tmp_path / "unknown", "c", bad, hu, np.diag([4.0, 4.0, 4.0, 1.0]))
+    with pytest.raises(MaisiError, match="label ids MAISI does not know: 250"):
+        build_source("controlnet", data=tmp_path / "unknown")
+
+
+def test_init_from_another_architecture_names_the_keys(tmp_path: Path, trained_tiny: Path) -> None:
+    """The tiny VAE checkpoint cannot start the demo VAE: refused with the mismatch, also on the CLI."""
+    from MAISIEngine.train.runner import train_stage
+
+    with pytest.raises(MaisiError) as caught:
+        train_stage(config("vae", tmp_path / "a", 2), block_source(), preset="demo",
+                    init=str(trained_tiny / "autoencoder.pt"))
+    assert caught.value.message.startswith("--init autoencoder.pt: the autoencoder weights do not fit")
+    assert "missing keys: decoder.blocks" in caught.value.message
+    with pytest.raises(MaisiError, match="missing keys: .*unexpected keys"):
+        train_stage(config("vae", tmp_path / "b", 2), block_source(), preset="demo",
+                    init=str(trained_tiny / "diffusion_unet.pt"))
+    code, err = cli("vae", "--phantoms", "1", "--size", "32", "32", "32", "--steps", "1", "--device", "cpu",
+                    "--init", str(trained_tiny / "controlnet.pt"), "--out", str(tmp_path / "c"))
+    assert code == 2 and "do not fit the preset's architecture" in err and len(err.splitlines()) == 1
+
+
+def test_later_stages_need_the_earlier_ones(tmp_path: Path, tiny_preset_file: Path) -> None:
+    from MAISIEngine.train.runner import train_stage
+
+    with pytest.raises(MaisiError, match="needs a trained autoencoder.*maisi train vae"):
+        train_stage(config("diffusion", tmp_path / "m", 2), block_source(), preset=str(tiny_preset_file))
+
+
+def test_perceptual_loss_never_downloads(tmp_path: Path) -> None:
+    from MAISIEngine.train.losses import make_perceptual_loss
+
+    assert make_perceptual_loss(None, torch.device("cpu")) is None
+    with pytest.raises(MaisiError, match="do not exist"):
+        make_perceptual_loss(str(tmp_path / "resnet50.pth"), torch.device("cpu"))
