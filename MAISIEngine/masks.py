@@ -59,34 +59,26 @@ def envelope_from_organs(labels: np.ndarray, spacing: tuple[float, float, float]
     return ndimage.binary_dilation(filled, structure=_ball(radius)) | organs
 
 
-def envelope_from_ct(ct_hu: np.ndarray, threshold: float = BODY_HU_THRESHOLD) -> np.ndarray:
-    """Body envelope of a reference CT: its largest component above `threshold`, holes filled per slice."""
-    inside = ct_hu > threshold
-    components, count = ndimage.label(inside)
-    if count == 0:
-        raise MaisiError("the reference CT has no voxel above the body threshold", "check it is a CT in HU")
-    sizes = ndimage.sum(inside, components, index=range(1, count + 1))
-    body = components == (int(np.argmax(sizes)) + 1)
-    return np.stack([ndimage.binary_fill_holes(body[:, :, k]) for k in range(body.shape[2])], axis=2)
-
-
 def add_body_envelope(
     labels: np.ndarray,
     spacing: tuple[float, float, float],
     body_mask: np.ndarray | None = None,
-    reference_ct: np.ndarray | None = None,
+    reference_ct: Volume | None = None,
 ) -> np.ndarray:
     """Give every unlabelled voxel inside the body the body id (200), which MAISI's ControlNet expects.
 
     Masks that already hold body voxels are returned unchanged. Otherwise the envelope comes from a
-    given body mask, else from a reference CT's HU threshold, else from the organs' union.
+    given body mask, else from a reference CT on the same grid (HU threshold, scanner table removed),
+    else from the organs' union closed and dilated.
     """
     if (labels == maisi_labels.BODY).any():
         return labels
     if body_mask is not None:
         envelope = body_mask.astype(bool)
     elif reference_ct is not None:
-        envelope = envelope_from_ct(reference_ct)
+        from MAISIEngine.masktools.body import body_envelope_from_ct
+
+        envelope = body_envelope_from_ct(np.asarray(reference_ct.array), reference_ct.affine, BODY_HU_THRESHOLD)
     else:
         envelope = envelope_from_organs(labels, spacing)
     out = labels.copy()

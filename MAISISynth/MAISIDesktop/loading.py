@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from nibabel import orientations
 
-from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
+from MAISIEngine.masks import validate_label_ids
 from MAISIEngine.io.nifti import Volume, read_volume, same_grid
 
 from MAISIDesktop.study import Study
@@ -98,21 +98,7 @@ def check_label_ids(array: np.ndarray, what: str = "label map") -> np.ndarray:
     """The array as MAISI ids (uint8), refusing non-integer values and ids MAISI does not define."""
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise MaisiError(f"the {what} holds values of type {array.dtype}", "give an integer label map")
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
-            raise MaisiError(
-                f"the {what} holds non-integer values",
-                "give a label map of integer MAISI ids (0..132, 200), not an intensity image",
-            )
-    present = np.unique(array).astype(np.int64)
-    valid = np.fromiter(maisi_labels.valid_ids(), dtype=np.int64)
-    unknown = [int(v) for v in present if v not in valid]
-    if unknown:
-        shown = ", ".join(str(v) for v in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
-        raise MaisiError(
-            f"the {what} holds label ids MAISI does not know: {shown}",
-            "map them to MAISI ids (0..132, 200) or set them to 0",
-        )
+    validate_label_ids(array, what=what)
     return array.astype(np.uint8)
 
 

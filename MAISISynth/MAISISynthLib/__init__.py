@@ -1,6 +1,7 @@
 """Everything of the MAISISynth front ends that is not widget code.
 
 `jobs` runs engine jobs in a worker process and follows their progress; `params` checks generation
-settings against a model preset; `geometry` converts NIfTI affines to Slicer's IJK-to-RAS; `mrml`
-(imports slicer) bridges MRML nodes and the engine's files. None of them imports torch or Qt.
+settings against a model preset and writes job files; `geometry` converts NIfTI affines to Slicer's
+IJK-to-RAS; `devices` reads free GPU memory; `mrml` (imports slicer) bridges MRML nodes and the
+engine's files. None of them imports torch or Qt.
 """

@@ -677,11 +677,11 @@ def _remove_with_display(node: Any) -> None:
     scene = node.GetScene()
     if scene is None:
         return
-    helpers = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())] + [node.GetStorageNode()]
+    attached = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())] + [node.GetStorageNode()]
     scene.RemoveNode(node)
-    for helper in helpers:
-        if helper is not None:
-            scene.RemoveNode(helper)
+    for other in attached:
+        if other is not None:
+            scene.RemoveNode(other)
 
 
 def temporary_labelmap_file(segmentation_node: Any, reference_volume: Any | None, folder: str | Path) -> Path:

@@ -21,11 +21,11 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from MAISIEngine.errors import MaisiError
+from MAISIEngine.masks import validate_label_ids
 from MAISIEngine.io.dicom.ct import ct_slices
 from MAISIEngine.io.dicom.geometry import slice_geometry
 from MAISIEngine.io.dicom.identity import SyntheticIdentity
 from MAISIEngine.io.dicom.seg import build_segmentation
-from MAISIEngine.labels import valid_ids
 
 SEG_FILE_NAME = "SEG.dcm"
 
@@ -73,15 +73,7 @@ def _check_labels(labels: Any, shape: tuple[int, ...], affine: np.ndarray) -> np
     if labels.shape != shape:
         raise MaisiError(f"the label map has shape {labels.shape} but the image has {shape}: they are on different grids",
                          "resample the labels onto the image grid, e.g. with the image as reference")
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not np.all(np.isfinite(labels)) or not np.array_equal(labels, np.round(labels)):
-            raise MaisiError("the label map holds non-integer values",
-                             "give a label map of integer MAISI ids (0..132, 200), not an intensity image")
-    # Checked here rather than with MAISIEngine.masks, which pulls in torch: exporting needs no torch.
-    unknown = sorted(set(int(v) for v in np.unique(labels)) - valid_ids())
-    if unknown:
-        raise MaisiError(f"the label map holds label ids MAISI does not know: {', '.join(map(str, unknown[:20]))}",
-                         "map them to MAISI ids or set them to 0")
+    validate_label_ids(labels, what="label map")
     return labels.astype(np.uint8)
 
 
