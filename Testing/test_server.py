@@ -119,3 +119,26 @@ def test_non_loopback_without_token_is_refused(capsys) -> None:
 
     assert main(["serve", "--host", "0.0.0.0"]) == 2
     assert "refusing to serve on 0.0.0.0 without a token" in capsys.readouterr().err
+
+
+def test_front_end_server_mode_runs_a_generation(tiny_model_dir, mask, tmp_path) -> None:
+    import nibabel as nib
+
+    from MAISISynthLib.remote import RemoteJobRunner
+
+    with running_server(tmp_path / "jobs") as (url, _):
+        runner = RemoteJobRunner(url, TOKEN)
+        assert runner.check()["status"] == "ok"
+        job = {"type": "generate", "model": str(tiny_model_dir), "mask": str(mask), "seed": 3, "steps": 2,
+               "device": "cpu", "output_dir": str(tmp_path / "ignored")}
+        remote = runner.start(job, tmp_path / "client")
+        assert remote.wait(timeout=120) == 0
+        events = remote.poll()
+        assert [e["event"] for e in events][-1] == "result" and remote.progress_fraction == 1.0
+        assert any(e.get("stage") == "sampling" for e in events)
+        local = Path(remote.result["labels"])
+        assert local.parent == tmp_path / "client" / "output"
+        np.testing.assert_array_equal(np.asarray(nib.load(str(local)).dataobj), block_mask((32, 32, 32)))
+        assert remote.result["provenance_data"]["seed"] == 3
+        with pytest.raises(Exception, match="refused the access token"):
+            RemoteJobRunner(url, "wrong-token-wrong-token").start(job, tmp_path / "client2")

@@ -430,8 +430,10 @@ def test_init_from_another_architecture_names_the_keys(tmp_path: Path, trained_t
         train_stage(config("vae", tmp_path / "b", 2), block_source(), preset="demo",
                     init=str(trained_tiny / "diffusion_unet.pt"))
     code, err = cli("vae", "--phantoms", "1", "--size", "32", "32", "32", "--steps", "1", "--device", "cpu",
-                    "--init", str(trained_tiny / "controlnet.pt"), "--out", str(tmp_path / "c"))
-    assert code == 2 and "do not fit the preset's architecture" in err and len(err.splitlines()) == 1
+                    "--init", str(trained_tiny / "diffusion_unet.pt"), "--out", str(tmp_path / "c"))
+    last = err.splitlines()[-1]
+    assert code == 2 and last.startswith("error: --init diffusion_unet.pt: the autoencoder weights do not fit")
+    assert "Traceback" not in err and sum(line.startswith("error:") for line in err.splitlines()) == 1
 
 
 def test_later_stages_need_the_earlier_ones(tmp_path: Path, tiny_preset_file: Path) -> None:
