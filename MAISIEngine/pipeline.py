@@ -185,9 +185,7 @@ def decode_latent(model: LoadedModel, latent: torch.Tensor, max_gpu_memory: int 
                   devices: list[str] | None = None) -> torch.Tensor:
     """Latent (already divided by the scale factor) -> VAE output, through the exact TSP executor."""
     from MAISIEngine import tsp
-    if not hasattr(tsp, "decode"):  # TEMPORARY
-        with torch.no_grad():
-            return model.autoencoder.decode_stage_2_outputs(latent)
+
     return tsp.decode(model.autoencoder, latent, devices=devices, max_memory_bytes=max_gpu_memory)
 
 

@@ -3,7 +3,8 @@
 The widget is thin: everything that is not widget code lives in MAISISynthLib (jobs, parameters,
 MRML bridge), which is tested outside the application. Generation runs in a separate process (the
 engine's worker, started with PythonSlicer), so the UI stays responsive, Cancel stops it at once and a
-CUDA out-of-memory error cannot take Slicer down.
+CUDA out-of-memory error cannot take Slicer down; or, in the Compute section's Server mode, on a GPU
+machine running `maisi serve`, through the same job API.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import ctk
 import qt
 import vtk
 
@@ -51,7 +53,7 @@ _make_engine_importable()
 from MAISIEngine import labels as maisi_labels  # noqa: E402
 from MAISIEngine.errors import MaisiError  # noqa: E402
 from MAISIEngine.presets import load_preset  # noqa: E402
-from MAISISynthLib import devices, mrml, params  # noqa: E402
+from MAISISynthLib import devices, execution, mrml, params  # noqa: E402
 from MAISISynthLib.jobs import JobRunner, RunningJob, describe_progress  # noqa: E402
 
 INPUT_TEMPLATE = "Phantom template"
@@ -119,6 +121,9 @@ class MAISISynthParameterNode:
     exportSegmentation: vtkMRMLSegmentationNode
     exportFormat: Annotated[str, Choice([EXPORT_NIFTI, EXPORT_DICOM])] = EXPORT_NIFTI
     exportDirectory: Path = Path.home()
+    computeOn: Annotated[str, Choice(list(execution.MODE_LABELS.values()))] = execution.MODE_LABELS[execution.LOCAL]
+    serverUrl: str = execution.DEFAULT_SERVER_URL
+    serverTokenFile: Path = Path()
 
     @property
     def size(self) -> tuple[int, int, int]:
@@ -127,6 +132,11 @@ class MAISISynthParameterNode:
     @property
     def spacing(self) -> tuple[float, float, float]:
         return (self.spacingX, self.spacingY, self.spacingZ)
+
+    @property
+    def executionSettings(self) -> execution.ExecutionSettings:
+        """Where generation runs; the scene keeps the token file's path, never the token."""
+        return execution.ExecutionSettings.from_values(self.computeOn, self.serverUrl, self.serverTokenFile)
 
 
 #
@@ -148,6 +158,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._jobButton = None
         self._jobButtonText = ""
         self._jobContext: dict[str, Any] = {}
+        self._jobStarted = 0.0
         self._lastVolume = None
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
@@ -175,6 +186,8 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.volumeRenderingCheckBox.connect("toggled(bool)", self.onVolumeRenderingToggled)
         self.ui.tumorVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onTumorNodesChanged)
         self.ui.tumorSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onTumorNodesChanged)
+        self.ui.testConnectionButton.connect("clicked(bool)", self.onTestConnection)
+        self.ui.serverTokenFilePathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable
 
         self.ui.segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
@@ -239,7 +252,14 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self.ui.sizeCheckLabel.text = "\n".join(check.warnings)
             self.ui.sizeCheckLabel.styleSheet = "color: #b26a00"
-        weights = params.weights_summary(p.model)
+        onServer = p.executionSettings.on_server
+        for widget in (self.ui.serverUrlLabel, self.ui.serverUrlLineEdit, self.ui.serverTokenFileLabel,
+                       self.ui.serverTokenFilePathLineEdit, self.ui.testConnectionButton, self.ui.connectionStatusLabel):
+            widget.enabled = onServer
+        if onServer:
+            weights = params.WeightsSummary(True, False, _("weights on the server"))
+        else:
+            weights = params.weights_summary(p.model)
         self.ui.weightsStatusLabel.text = weights.text
         self.ui.downloadWeightsButton.enabled = weights.downloadable and not weights.ready and self._job is None
         busy = self._job is not None
@@ -264,7 +284,8 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- jobs ----------------------------------------------------------------------------------------
     def _startJob(self, kind: str, job: dict, workdir: Path, button, context: dict | None = None) -> None:
-        self._job = self.logic.startJob(job, workdir)
+        self._job = self.logic.startJob(job, workdir, self._parameterNode.executionSettings)
+        self._jobStarted = time.monotonic()
         self._jobKind, self._jobButton, self._jobContext = kind, button, dict(context or {})
         self._jobButtonText = button.text
         self._jobButton.text = _("Cancel")
@@ -288,6 +309,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if job is None:
             self._pollTimer.stop()
             return
+        ended = not job.is_running()  # asked first: a job seen finished has all its events in this poll
         for event in job.poll():
             kind = event.get("event")
             if kind == "progress":
@@ -297,12 +319,12 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             elif kind in ("error", "cancelled"):
                 self.ui.logTextEdit.appendPlainText(describe_progress(event))
         self.ui.progressBar.value = int(round(job.progress_fraction * 1000))
-        if job.returncode is None:
+        if not ended or job.returncode is None:
             return
         kind, context = self._jobKind, self._jobContext
         self._finishJob()
         if job.result is not None and job.returncode == 0:
-            self.ui.statusLabel.text = _("Done in {seconds:.0f} s").format(seconds=job.elapsed_s)
+            self.ui.statusLabel.text = _("Done in {seconds:.0f} s").format(seconds=time.monotonic() - self._jobStarted)
             with slicer.util.tryWithErrorDisplay(_("Could not load the result."), waitCursor=True):
                 self._onJobResult(kind, job.result, context)
         elif job.error is not None:
@@ -355,9 +377,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._cancelJob()
             return
         p = self._parameterNode
-        if not self.logic.ensureEngineDependencies():
-            return
-        if not self._ensureWeights(p.model):
+        if not self._readyToRun(p):
             return
         with slicer.util.tryWithErrorDisplay(_("Could not start the generation."), waitCursor=True):
             try:
@@ -366,7 +386,17 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             except MaisiError as exc:
                 self.showEngineError({"message": exc.message, "hint": exc.hint})
                 return
-            self._startJob("generate", job, workdir, self.ui.generateButton)
+            try:
+                self._startJob("generate", job, workdir, self.ui.generateButton)
+            except MaisiError as exc:
+                shutil.rmtree(workdir, ignore_errors=True)
+                self.showEngineError({"message": exc.message, "hint": exc.hint})
+
+    def _readyToRun(self, p: MAISISynthParameterNode) -> bool:
+        """On this computer: the engine's packages and the model's weights; a server has its own."""
+        if p.executionSettings.on_server:
+            return True
+        return self.logic.ensureEngineDependencies() and self._ensureWeights(p.model)
 
     def _ensureWeights(self, model: str) -> bool:
         weights = params.weights_summary(model)
@@ -422,7 +452,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._cancelJob()
             return
         p = self._parameterNode
-        if not self.logic.ensureEngineDependencies() or not self._ensureWeights(p.model):
+        if not self._readyToRun(p):
             return
         with slicer.util.tryWithErrorDisplay(_("Could not start inpainting."), waitCursor=True):
             try:
@@ -431,7 +461,22 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             except MaisiError as exc:
                 self.showEngineError({"message": exc.message, "hint": exc.hint})
                 return
-            self._startJob("inpaint", job, workdir, self.ui.inpaintButton, {"sourceVolume": p.tumorVolume})
+            try:
+                self._startJob("inpaint", job, workdir, self.ui.inpaintButton, {"sourceVolume": p.tumorVolume})
+            except MaisiError as exc:
+                shutil.rmtree(workdir, ignore_errors=True)
+                self.showEngineError({"message": exc.message, "hint": exc.hint})
+
+    def onTestConnection(self) -> None:
+        """Reach the chosen server and check the token; the answer is shown beside the button."""
+        with slicer.util.tryWithErrorDisplay(_("Could not test the connection."), waitCursor=True):
+            try:
+                answer = execution.check_connection(self._parameterNode.executionSettings)
+            except MaisiError as exc:
+                self.ui.connectionStatusLabel.text = _("Not connected: {message}").format(message=exc.message)
+                self.showEngineError({"message": exc.message, "hint": exc.hint})
+                return
+            self.ui.connectionStatusLabel.text = answer
 
     def onExport(self) -> None:
         p = self._parameterNode
@@ -596,14 +641,19 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
                                   tumor=files["tumor"], tumor_type=p.tumorType, seed=p.seed,
                                   steps=p.steps or None, device=p.device)
 
-    def startJob(self, job: dict, workdir: Path) -> RunningJob:
-        return self.runner.start(job, workdir)
+    def startJob(self, job: dict, workdir: Path, settings: execution.ExecutionSettings | None = None):
+        """Start a job on this computer, or (generation and inpainting in Server mode) on the server.
 
-    def runJob(self, job: dict, workdir: Path, timeout_s: float = 3600.0) -> RunningJob:
+        Returns a RunningJob or a RemoteJob; both have the same API.
+        """
+        return execution.start_job(job, workdir, settings or execution.ExecutionSettings(), self.runner)
+
+    def runJob(self, job: dict, workdir: Path, timeout_s: float = 3600.0,
+               settings: execution.ExecutionSettings | None = None):
         """Run a job to its end while keeping the application responsive (tests, scripting)."""
-        running = self.startJob(job, workdir)
+        running = self.startJob(job, workdir, settings)
         deadline = time.monotonic() + timeout_s
-        while running.returncode is None:
+        while running.is_running():
             running.poll()
             slicer.app.processEvents()
             if time.monotonic() > deadline:

@@ -25,6 +25,7 @@ LIB_FILES = sorted((MODULE_DIR / "MAISISynthLib").glob("*.py"))
 STAND_IN_CLASSES = {
     "qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QWidget", "ctkCollapsibleGroupBox": "QGroupBox",
     "qMRMLNodeComboBox": "QWidget", "qMRMLSegmentEditorWidget": "QWidget", "ctkDirectoryButton": "QWidget",
+    "ctkPathLineEdit": "QWidget",
 }
 """Slicer/CTK widget classes the .ui uses; Qt's loader gets stand-ins for them (CTK is not installed here)."""
 
@@ -88,7 +89,7 @@ def test_ui_is_valid_qt_designer_xml():
     assert len(names) == len(set(names)), "widget names must be unique"
     declared = {c.findtext("class") for c in root.find("customwidgets")}
     qt_classes = {"QLabel", "QComboBox", "QPushButton", "QSpinBox", "QDoubleSpinBox", "QCheckBox", "QProgressBar",
-                  "QPlainTextEdit"}
+                  "QPlainTextEdit", "QLineEdit"}
     for widget in root.iter("widget"):
         assert widget.get("class") in declared | qt_classes, widget.get("class")
     # Form rows are unique per layout and every layout item holds exactly one thing.
@@ -125,8 +126,9 @@ def test_every_parameter_is_bound_to_a_widget_of_its_type():
     assert set(annotations) == set(bound), (
         f"unbound parameters: {sorted(set(annotations) - set(bound))}; "
         f"bound names without a parameter: {sorted(set(bound) - set(annotations))}")
-    expected_class = {"str": "QComboBox", "int": "QSpinBox", "float": "QDoubleSpinBox", "bool": "QCheckBox",
-                      "Path": "ctkDirectoryButton"}
+    # The classes Slicer's parameter node GUI connectors bind each type to.
+    expected_classes = {"str": {"QComboBox", "QLineEdit"}, "int": {"QSpinBox"}, "float": {"QDoubleSpinBox"},
+                        "bool": {"QCheckBox"}, "Path": {"ctkDirectoryButton", "ctkPathLineEdit"}}
     for name, annotation in annotations.items():
         kind = base_type(annotation)
         widget = bound[name]
@@ -135,9 +137,11 @@ def test_every_parameter_is_bound_to_a_widget_of_its_type():
             node_types = widget_property(widget, "nodeTypes").find("stringlist")
             assert [s.text for s in node_types] == [kind], name
         else:
-            assert widget.get("class") == expected_class[kind], (name, kind, widget.get("class"))
-            if kind == "str":  # the combo box connector needs the choices
+            assert widget.get("class") in expected_classes[kind], (name, kind, widget.get("class"))
+            if widget.get("class") == "QComboBox":  # the combo box connector needs the choices
                 assert "Choice(" in ast.unparse(annotation), name
+            if widget.get("class") == "QLineEdit":  # free text: a Choice would be enforced nowhere
+                assert "Choice(" not in ast.unparse(annotation), name
 
 
 def test_ui_loads_in_qt_and_wires_the_scene(monkeypatch):
@@ -179,6 +183,9 @@ def test_ui_loads_in_qt_and_wires_the_scene(monkeypatch):
     assert widget.logTextEdit.maximumBlockCount() == 1000 and widget.logTextEdit.isReadOnly()
     assert widget.modelComboBox.property("SlicerParameterName") == "model"
     assert widget.inputSegmentationSelector.property("nodeTypes") == ["vtkMRMLSegmentationNode"]
+    assert widget.computeOnComboBox.property("SlicerParameterName") == "computeOn"
+    assert widget.serverUrlLineEdit.placeholderText() == "http://127.0.0.1:8765"
+    assert widget.serverTokenFilePathLineEdit.property("SlicerParameterName") == "serverTokenFile"
     widget.sceneChanged.emit("the scene")
     for name in ("inputSegmentationSelector", "tumorVolumeSelector", "exportSegmentationSelector", "segmentEditorWidget"):
         assert getattr(widget, name).property("scene") == "the scene", name

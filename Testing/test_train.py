@@ -439,8 +439,9 @@ def test_init_from_another_architecture_names_the_keys(tmp_path: Path, trained_t
 def test_later_stages_need_the_earlier_ones(tmp_path: Path, tiny_preset_file: Path) -> None:
     from MAISIEngine.train.runner import train_stage
 
-    with pytest.raises(MaisiError, match="needs a trained autoencoder.*maisi train vae"):
+    with pytest.raises(MaisiError, match="diffusion training needs a trained autoencoder") as caught:
         train_stage(config("diffusion", tmp_path / "m", 2), block_source(), preset=str(tiny_preset_file))
+    assert caught.value.hint.startswith(f"train it first (`maisi train vae --out {tmp_path / 'm'}`)")
 
 
 def test_perceptual_loss_never_downloads(tmp_path: Path) -> None:

@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
         preset = load_preset(args.model)
         size = check_size(preset, args.plan)
         device = resolve_device(args.device)
-        plan = tsp.plan_for_preset(preset, size, device=device, max_memory_bytes=parse_memory(args.max_gpu_memory))
+        latent = [s // preset.latent_downsample for s in size]
+        plan = tsp.plan_decode(latent, preset, devices=str(device), max_memory_bytes=parse_memory(args.max_gpu_memory))
+        print(f"decode plan for {preset.name}, output {size[0]}x{size[1]}x{size[2]} (latent {latent[0]}x{latent[1]}x{latent[2]})")
         print(tsp.format_plan(plan))
         return 0
     info = {

@@ -38,7 +38,8 @@ class TrainConfig:
     time_budget_s: float | None = None
     """Stop after this many seconds (the learning-rate schedule then follows elapsed time)."""
     progress: bool = True
-    num_workers: int = 0
+    data_on_device: bool = False
+    """Keep the training volumes (or latents) on the GPU and crop there (phantom pools that fit)."""
     size: tuple[int, int, int] = (64, 64, 64)
     """Crop size in image voxels (the latent crop is this divided by the VAE's downsampling)."""
     latent_sizes: tuple[tuple[int, int, int], ...] = ()

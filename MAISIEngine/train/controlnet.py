@@ -26,7 +26,7 @@ from MAISIEngine.presets import Preset
 from MAISIEngine.sampling import make_scheduler
 from MAISIEngine.train.checkpoints import INPAINT_KEY, write_inpaint_role, write_role
 from MAISIEngine.train.config import CONTROLNET_TASKS, TrainConfig
-from MAISIEngine.train.data import VolumeSource, crop, slot_seed
+from MAISIEngine.train.data import TensorStore, VolumeSource, crop, slot_seed
 from MAISIEngine.train.diffusion import LatentDraw, LatentSampler, class_labels, unet_inputs
 from MAISIEngine.train.distributed import DistContext, wrap_ddp
 from MAISIEngine.train.latents import LatentCache
@@ -143,7 +143,8 @@ class ControlNetStage:
         self.controlnet = controlnet.to(ctx.device).train()
         self.model = wrap_ddp(ControlledUNet(self.controlnet, self.unet), ctx, find_unused=True)
         self.optimizer = torch.optim.AdamW(self.controlnet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.sampler = LatentSampler(cache, config, self.factor)
+        self.sampler = LatentSampler(cache, config, self.factor, ctx.device)
+        self.store = TensorStore(source, ctx.device, config.data_on_device)
         self.needs_region = bool(preset.diffusion_unet.get("include_top_region_index_input"))
         self._tumor_points: dict[int, np.ndarray] = {}
         self.tumor_ids_seen: set[int] = set()
@@ -176,15 +177,11 @@ class ControlNetStage:
             return None
         return tuple(float(v) / self.factor for v in points[int(rng.integers(len(points)))])  # type: ignore[return-value]
 
-    def _image_crops(self, draws: list[LatentDraw], size: tuple[int, ...], attribute: str, fill: float) -> np.ndarray:
-        crops = []
-        for draw in draws:
-            array = getattr(self.source.get(draw.volume_index), attribute)
-            if array is None:
-                raise MaisiError(f"case '{self.source.name(draw.volume_index)}' has no {attribute}",
-                                 "every case needs an image and a label map for this stage")
-            crops.append(crop(array, [s * self.factor for s in draw.start], [s * self.factor for s in size], fill))
-        return np.stack(crops)[:, None]
+    def _image_crops(self, draws: list[LatentDraw], size: tuple[int, ...], attribute: str, fill: float) -> torch.Tensor:
+        """(B, 1, ...) crops at image resolution matching the latent crops, on the training device."""
+        crops = [crop(self.store.get(d.volume_index, attribute), [s * self.factor for s in d.start],
+                      [s * self.factor for s in size], fill) for d in draws]
+        return torch.stack(crops)[:, None].to(self.ctx.device)
 
     def _inpaint_inputs(self, step: int, slots: range, labels: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tumor = torch.zeros_like(labels, dtype=torch.bool)
@@ -222,12 +219,11 @@ class ControlNetStage:
         size = self.sampler.size_for(step)
         centre = self._tumor_centre if config.task == "inpaint" else None
         draws = [self.sampler.draw(step, slot, size, centre_of=centre) for slot in slots]
-        x0 = torch.from_numpy(np.stack([d.latent for d in draws])).to(device) * self.scale_factor
-        label_crops = self._image_crops(draws, size, "labels", 0)
-        labels = torch.from_numpy(label_crops.astype(np.int64)).to(device)
+        x0 = torch.stack([d.latent for d in draws]).to(device) * self.scale_factor
+        labels = self._image_crops(draws, size, "labels", 0).long()
         weights = None
         if config.task == "inpaint":
-            image = torch.from_numpy(self._image_crops(draws, size, "image", 0.0)).to(device)
+            image = self._image_crops(draws, size, "image", 0.0).float()
             cond, region = self._inpaint_inputs(step, slots, labels, image)
             if config.inpaint_region_weight != 1.0:
                 weights = 1.0 + (config.inpaint_region_weight - 1.0) * to_latent_grid(region, self.factor)
@@ -243,7 +239,7 @@ class ControlNetStage:
         noisy = self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=timesteps)
         modality = class_labels(self.preset, slots, config.seed, step, 0.0, device)
         inputs = unet_inputs(self.preset, [d.spacing for d in draws], None,
-                             [c[0] for c in label_crops] if self.needs_region else None, device)
+                             [c[0].cpu().numpy() for c in labels] if self.needs_region else None, device)
         with autocast(device, config.amp):
             prediction = self.model(noisy, timesteps, cond, modality, **inputs)
         return weighted_l1(prediction, diffusion_target(self.scheduler, x0, noise, timesteps), weights)

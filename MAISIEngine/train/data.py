@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -26,6 +27,8 @@ import torch
 from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.nifti import Volume, read_volume, same_grid, voxel_spacing
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 HU_MIN = -1000.0
 HU_MAX = 1000.0
@@ -324,7 +327,7 @@ def make_phantom_volume(spec: PhantomSpec) -> TrainingVolume:
 
     torch.set_num_threads(1)
     phantom = make_phantom(size=spec.size, spacing=spec.spacing, region=spec.region, seed=spec.seed,
-                           tumors=list(spec.tumors))
+                           tumors=list(spec.tumors), strict_tumors=False)
     labels = np.asarray(phantom.labels, dtype=np.uint8)
     image = hu_to_unit(np.asarray(phantom.ct, dtype=np.float32))
     nominal = {int(k): float(v) for k, v in dict(getattr(phantom, "nominal_hu", {}) or {}).items()
@@ -437,14 +440,21 @@ def crop_start(shape: Sequence[int], crop: Sequence[int], rng: np.random.Generat
     return tuple(starts)
 
 
-def crop(array: np.ndarray, start: Sequence[int], size: Sequence[int], fill: float = 0) -> np.ndarray:
-    """Crop `array` (..., X, Y, Z) at `start` to `size`, padding with `fill` where it runs out."""
+def crop(array: ArrayT, start: Sequence[int], size: Sequence[int], fill: float = 0) -> ArrayT:
+    """Crop `array` (..., X, Y, Z; numpy or torch) at `start` to `size`, padding with `fill` where it runs out."""
     spatial = array.shape[-3:]
-    out = np.full(array.shape[:-3] + tuple(int(s) for s in size), fill, dtype=array.dtype)
-    src = tuple(slice(s, min(s + c, n)) for s, c, n in zip(start, size, spatial))
+    size = tuple(int(s) for s in size)
+    src = tuple(slice(int(s), min(int(s) + c, n)) for s, c, n in zip(start, size, spatial))
+    if all(sl.stop - sl.start == c for sl, c in zip(src, size)):
+        return array[(Ellipsis,) + src]
+    shape = tuple(array.shape[:-3]) + size
+    if isinstance(array, torch.Tensor):
+        out = torch.full(shape, fill, dtype=array.dtype, device=array.device)
+    else:
+        out = np.full(shape, fill, dtype=array.dtype)
     dst = tuple(slice(0, sl.stop - sl.start) for sl in src)
     out[(Ellipsis,) + dst] = array[(Ellipsis,) + src]
-    return out
+    return out  # type: ignore[return-value]
 
 
 def pad_to_multiple(array: np.ndarray, multiple: int, fill: float = 0) -> np.ndarray:
@@ -456,22 +466,49 @@ def pad_to_multiple(array: np.ndarray, multiple: int, fill: float = 0) -> np.nda
     return crop(array, (0, 0, 0), target, fill)
 
 
-def image_batch(source: VolumeSource, seed: int, step: int, slots: Sequence[int], size: Sequence[int],
+class TensorStore:
+    """The volumes of a source as torch tensors; kept on the training device when asked (phantom pools),
+    so crops are cut where the network runs instead of being copied to it every step."""
+
+    def __init__(self, source: VolumeSource, device: torch.device, on_device: bool) -> None:
+        self.source = source
+        self.device = device if on_device else torch.device("cpu")
+        self._tensors: dict[tuple[int, str], torch.Tensor] = {}
+        self.on_device = on_device
+
+    def get(self, index: int, attribute: str) -> torch.Tensor:
+        key = (index, attribute)
+        if key in self._tensors:
+            return self._tensors[key]
+        array = getattr(self.source.get(index), attribute)
+        if array is None:
+            raise MaisiError(f"case '{self.source.name(index)}' has no {attribute}",
+                             "every case needs an image (and a label map for ControlNet training)")
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        if self.on_device or isinstance(self.source, (PhantomSource, ListSource)):
+            self._tensors[key] = tensor  # in memory anyway; disk-backed sources keep their own LRU cache
+        return tensor
+
+
+def image_batch(store: TensorStore | VolumeSource, seed: int, step: int, slots: Sequence[int], size: Sequence[int],
                 flips: bool) -> torch.Tensor:
     """(B, 1, X, Y, Z) crops in [0, 1] for the VAE; random flips are harmless for an autoencoder."""
+    if isinstance(store, VolumeSource):
+        store = TensorStore(store, torch.device("cpu"), on_device=False)
+    source = store.source
     crops = []
     for slot in slots:
         rng = slot_rng(seed, step, slot)
-        volume = source.get(int(rng.integers(len(source))))
-        assert volume.image is not None
-        start = crop_start(volume.shape, size, rng)
-        patch = crop(volume.image, start, size, fill=0.0)
+        index = int(rng.integers(len(source)))
+        image = store.get(index, "image")
+        start = crop_start(tuple(image.shape), size, rng)
+        patch = crop(image, start, size, fill=0.0)
         if flips:
-            for axis in range(3):
-                if rng.random() < 0.5:
-                    patch = np.flip(patch, axis=axis)
-        crops.append(np.ascontiguousarray(patch)[None])
-    return torch.from_numpy(np.stack(crops))
+            axes = [axis for axis in range(3) if rng.random() < 0.5]
+            if axes:
+                patch = torch.flip(patch, dims=axes)
+        crops.append(patch[None])
+    return torch.stack(crops).float()
 
 
 def describe_source(source: VolumeSource) -> str:

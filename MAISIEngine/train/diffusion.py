@@ -17,7 +17,7 @@ from MAISIEngine.presets import Preset
 from MAISIEngine.sampling import make_scheduler
 from MAISIEngine.train.checkpoints import write_role
 from MAISIEngine.train.config import TrainConfig
-from MAISIEngine.train.data import VolumeSource, crop, crop_start, slot_rng
+from MAISIEngine.train.data import TensorStore, VolumeSource, crop, crop_start, slot_rng
 from MAISIEngine.train.distributed import DistContext, wrap_ddp
 from MAISIEngine.train.latents import LatentCache
 from MAISIEngine.train.losses import diffusion_target, optimizer_step, per_slot_noise, sample_timesteps, weighted_l1
@@ -32,7 +32,7 @@ BATCH_SHAPE_SLOT = 1 << 30
 
 @dataclass
 class LatentDraw:
-    latent: np.ndarray
+    latent: torch.Tensor
     spacing: tuple[float, float, float]
     start: tuple[int, ...]
     volume_index: int
@@ -41,8 +41,10 @@ class LatentDraw:
 class LatentSampler:
     """Latent crops for a step: one size per step (a batch shares a shape), position per sample."""
 
-    def __init__(self, cache: LatentCache, config: TrainConfig, downsample: int) -> None:
+    def __init__(self, cache: LatentCache, config: TrainConfig, downsample: int, device: torch.device) -> None:
         self.cache = cache
+        where = device if config.data_on_device else torch.device("cpu")
+        self.latents = [torch.from_numpy(a).to(where) for a in cache.latents]
         self.config = config
         self.downsample = downsample
         smallest = tuple(min(a.shape[1 + axis] for a in cache.latents) for axis in range(3))
@@ -58,9 +60,9 @@ class LatentSampler:
              centre_of: CentreChooser | None = None) -> LatentDraw:
         rng = slot_rng(self.config.seed, step, slot)
         index = int(rng.integers(len(self.cache)))
-        latent = self.cache.latents[index]
+        latent = self.latents[index]
         centre = centre_of(index, rng) if centre_of is not None else None
-        start = crop_start(latent.shape[1:], size, rng, centre=centre)
+        start = crop_start(tuple(latent.shape[1:]), size, rng, centre=centre)
         return LatentDraw(crop(latent, start, size, fill=0.0), self.cache.spacings[index], start, index)
 
 
@@ -113,7 +115,8 @@ class DiffusionStage:
         self.unet = unet.to(ctx.device).train()
         self.unet_ddp = wrap_ddp(self.unet, ctx)
         self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.sampler = LatentSampler(cache, config, preset.latent_downsample)
+        self.sampler = LatentSampler(cache, config, preset.latent_downsample, ctx.device)
+        self.store = TensorStore(source, ctx.device, config.data_on_device)
         self.needs_labels = bool(preset.diffusion_unet.get("include_top_region_index_input"))
         if self.needs_labels and not source.has_labels:
             raise MaisiError(f"the {preset.name} U-Net is conditioned on body region, which needs label maps",
@@ -136,19 +139,15 @@ class DiffusionStage:
         if not self.needs_labels:
             return None
         factor = self.preset.latent_downsample
-        crops = []
-        for draw in draws:
-            labels = self.source.get(draw.volume_index).labels
-            assert labels is not None
-            crops.append(crop(labels, [s * factor for s in draw.start], [s * factor for s in size], fill=0))
-        return crops
+        return [crop(self.store.get(d.volume_index, "labels"), [s * factor for s in d.start],
+                     [s * factor for s in size], fill=0).cpu().numpy() for d in draws]
 
     def batch_loss(self, step: int, slots: range) -> torch.Tensor:
         """L1 between prediction and target on the batch of `step` (deterministic in seed and step)."""
         config, device = self.config, self.ctx.device
         size = self.sampler.size_for(step)
         draws = [self.sampler.draw(step, slot, size) for slot in slots]
-        x0 = torch.from_numpy(np.stack([d.latent for d in draws])).to(device) * self.scale_factor
+        x0 = torch.stack([d.latent for d in draws]).to(device) * self.scale_factor
         noise = per_slot_noise(tuple(x0.shape), config.seed, step, slots, device)
         timesteps = sample_timesteps(self.scheduler, x0, config.seed, step, slots)
         noisy = self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=timesteps)

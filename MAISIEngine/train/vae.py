@@ -14,7 +14,7 @@ from MAISIEngine.errors import MaisiError
 from MAISIEngine.presets import Preset
 from MAISIEngine.train.checkpoints import write_role
 from MAISIEngine.train.config import TrainConfig
-from MAISIEngine.train.data import VolumeSource, image_batch
+from MAISIEngine.train.data import TensorStore, VolumeSource, image_batch
 from MAISIEngine.train.distributed import DistContext, wrap_ddp
 from MAISIEngine.train.losses import kl_divergence, make_perceptual_loss, optimizer_step, per_slot_noise, psnr_unit
 from MAISIEngine.train.precision import autocast
@@ -70,6 +70,7 @@ class VAEStage:
                              f"use --size {MIN_ADVERSARIAL_CROP} {MIN_ADVERSARIAL_CROP} {MIN_ADVERSARIAL_CROP} or larger, "
                              "or --adv-weight 0")
         self.config, self.ctx, self.preset, self.source = config, ctx, preset, source
+        self.store = TensorStore(source, ctx.device, config.data_on_device)
         self.latent_channels = int(preset.autoencoder["latent_channels"])
         self.divisor = divisor
         self.autoencoder = disable_cache_flushing(autoencoder).to(ctx.device).train()
@@ -96,7 +97,7 @@ class VAEStage:
 
     def train_step(self, step: int, slots: range, progress: float) -> dict[str, float]:
         config, device = self.config, self.ctx.device
-        images = image_batch(self.source, config.seed, step, slots, config.size, config.augment_flips).to(device)
+        images = image_batch(self.store, config.seed, step, slots, config.size, config.augment_flips).to(device)
         latent_shape = (len(slots), self.latent_channels) + tuple(s // self.divisor for s in config.size)
         eps = per_slot_noise(latent_shape, config.seed, step, slots, device)
         adversarial_on = config.adv_weight > 0 and progress >= config.adv_start
@@ -136,7 +137,7 @@ class VAEStage:
     def evaluate(self, step: int, slots: range) -> float:
         """Reconstruction L1 (posterior mean) on the batch of `step`, without training."""
         config, device = self.config, self.ctx.device
-        images = image_batch(self.source, config.seed, step, slots, config.size, config.augment_flips).to(device)
+        images = image_batch(self.store, config.seed, step, slots, config.size, config.augment_flips).to(device)
         with torch.no_grad(), autocast(device, config.amp):
             z_mu, _ = self.autoencoder.encode(images)
             reconstruction = self.autoencoder.decode(z_mu)

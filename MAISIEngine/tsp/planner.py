@@ -101,96 +101,104 @@ class _CostModel:
         self.model = model
         self.input_bytes = input_bytes
         self.output_bytes = output_bytes
-        self.weight_bytes = sum(
-            graph.modules[n.index].weight.numel() * itemsize for n in graph.nodes if n.op == CONV
-        )
+        self.weight_bytes = sum(graph.modules[n.index].weight.numel() * itemsize for n in graph.nodes if n.op == CONV)
         self.normalised = graph.normalised()
-        self._segment_cache: dict[tuple[PassShape, int], tuple[int, float]] = {}
+        self._ws_cache: dict[tuple[PassShape, int], int] = {}
+        self._time_cache: dict[PassShape, tuple[float, int]] = {}
 
-    def segment(self, shape: PassShape, rows: int, offloaded: frozenset[int]) -> tuple[int, float]:
-        """(working bytes, seconds) of one interior segment of `rows` target rows."""
+    def working_set(self, shape: PassShape, rows: int) -> int:
+        """Bytes one interior segment of `rows` target rows holds at most (carried halo rows included)."""
         key = (shape, rows)
-        if key not in self._segment_cache:
-            self._segment_cache[key] = self._evaluate(shape, rows)
-        ws, seconds = self._segment_cache[key]
-        link = 0.0
-        n = self.lengths[shape.target]
-        lo = max(0, (n - rows) // 2)
-        need = regions(self.graph, shape, self.lengths, (lo, lo + rows))
-        for r in shape.reads:
-            if r in offloaded:
-                link += (need[r][1] - need[r][0]) * self.row_elements[r] * self.itemsize
-        if shape.target in offloaded:
-            link += rows * self.row_elements[shape.target] * self.itemsize
-        return ws, seconds + link / self.model.link_bytes_per_s
+        if key not in self._ws_cache:
+            self._ws_cache[key] = self._working_set(shape, rows)
+        return self._ws_cache[key]
 
-    def _evaluate(self, shape: PassShape, rows: int) -> tuple[int, float]:
+    def _working_set(self, shape: PassShape, rows: int) -> int:
         graph, lengths, row_el, item = self.graph, self.lengths, self.row_elements, self.itemsize
         n = lengths[shape.target]
-        lo = max(0, (n - rows) // 2)
+        lo = min(max(0, n // 2), n - rows) if rows < n else 0
         need = regions(graph, shape, lengths, (lo, lo + rows))
+        prev = regions(graph, shape, lengths, (lo - rows, lo)) if lo >= rows else {}
         remaining: dict[int, int] = {}
         for index in shape.members:
             for i in graph.nodes[index].inputs:
                 remaining[i] = remaining.get(i, 0) + 1
         held: dict[int, int] = {}
-        live = 0
         for r in shape.reads:  # a read spanning chunks is a copy: count it
             held[r] = (need[r][1] - need[r][0]) * row_el[r] * item
-            live += held[r]
+        carried = {i: max(0, prev[i][1] - need[i][0]) * row_el[i] * item for i in shape.members if i in prev}
+        live = sum(held.values()) + sum(carried.values())
         peak = live
-        macs = 0.0
-        elements = sum(held.values()) / item
         for index in shape.members:
             node = graph.nodes[index]
             a, b = need[index]
-            out_bytes = (b - a) * row_el[index] * item
-            scratch = 0
+            fresh = max(a, prev[index][1]) if index in prev else a
+            region = (b - a) * row_el[index] * item
+            new = (b - fresh) * row_el[index] * item
+            extra = 0
             reuse = None
-            if node.op == CONV:
+            if node.op == UPSAMPLE:
                 i = node.inputs[0]
-                ia, ib = input_rows(node, a, b, lengths[i])
-                plane_out = row_el[index] // node.channels
-                macs += (b - a) * plane_out * node.channels * graph.nodes[i].channels * node.kernel**3
-                ca, cb = clip((ia, ib), lengths[i])
-                if node.pad[0] != node.pad[1] or ca != ia or cb != ib:  # a zero-padded copy of the input rows
-                    scratch = int((ib - ia) * row_el[i] * item * 1.1)
-            elif node.op == UPSAMPLE:
+                ia, ib = clip(input_rows(node, fresh, b, lengths[i]), lengths[i])
+                new = 2 * (ib - ia) * row_el[index] * item
+            elif node.op == CONV and node.pad[0] != node.pad[1]:
                 i = node.inputs[0]
-                ia, ib = clip(input_rows(node, a, b, lengths[i]), lengths[i])
-                out_bytes = 2 * (ib - ia) * row_el[index] * item
-                elements += out_bytes / item
+                extra = int(1.1 * (need[i][1] - need[i][0]) * row_el[i] * item)  # zero-padded input copy
+            elif node.op in (NORM, ADD):
+                reuse = next((i for i in node.inputs if remaining[i] == 1 and i not in shape.reads), None)
+            if reuse is not None:
+                new = 0
+            carry = carried.pop(index, 0)
+            if carry:  # old rows + new rows are concatenated into one buffer
+                peak = max(peak, live + new + region + extra)
+                live += region - carry
             else:
-                elements += out_bytes / item
-                for i in node.inputs:
-                    if remaining[i] == 1 and i not in shape.reads:
-                        reuse = i
-                        break
-            if reuse is None:
-                live += out_bytes
-                peak = max(peak, live + scratch)
-                held[index] = out_bytes
-            else:
-                held[index] = held.pop(reuse)
-                peak = max(peak, live)
+                peak = max(peak, live + new + extra)
+                live += new
+                region = new
+            held[index] = region
+            live += carried.get(index, 0)
             for i in node.inputs:
                 remaining[i] -= 1
                 if remaining[i] == 0 and i in held:
                     live -= held.pop(i)
         if shape.target in self.normalised:
             peak += min(_STATS_BUFFER, rows * row_el[shape.target] * 4)
-        seconds = macs / self.model.mac_per_s + elements / self.model.elements_per_s + self.model.segment_overhead_s
-        return peak, seconds
+        return peak
 
-    def rows_within(self, shape: PassShape, left: float, offloaded: frozenset[int], row_bytes: int) -> int:
+    def pass_seconds(self, shape: PassShape, segments: int, offloaded: frozenset[int]) -> float:
+        """Predicted time of a pass: every row of every member once, plus reads, transfers, overheads."""
+        if shape not in self._time_cache:
+            graph, lengths, row_el = self.graph, self.lengths, self.row_elements
+            need = regions(graph, shape, lengths, (0, lengths[shape.target]))
+            macs = 0.0
+            elements = sum((need[r][1] - need[r][0]) * row_el[r] for r in shape.reads)
+            for index in shape.members:
+                node = graph.nodes[index]
+                out = (need[index][1] - need[index][0]) * row_el[index]
+                if node.op == CONV:
+                    macs += out * graph.nodes[node.inputs[0]].channels * node.kernel**3
+                else:
+                    elements += out * (2 if node.op == UPSAMPLE else 1)
+            seconds = macs / self.model.mac_per_s + elements / self.model.elements_per_s
+            moved = sum(self.full_bytes[r] for r in shape.reads if r in offloaded)
+            self._time_cache[shape] = (seconds, moved)
+        seconds, _ = self._time_cache[shape]
+        link = sum(self.full_bytes[r] for r in shape.reads if r in offloaded)
+        if shape.target in offloaded:
+            link += self.full_bytes[shape.target]
+        overhead = segments * len(shape.members) * self.model.segment_overhead_s
+        return seconds / self.devices + link / self.model.link_bytes_per_s + overhead / self.devices
+
+    def rows_within(self, shape: PassShape, left: float, row_bytes: int) -> int:
         """The most target rows per segment whose working set (plus its kept chunk) fits in `left` bytes."""
         n = self.lengths[shape.target]
-        if self.segment(shape, 1, offloaded)[0] + row_bytes > left:
+        if self.working_set(shape, 1) + row_bytes > left:
             return 0
         lo, hi = 1, n
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if self.segment(shape, mid, offloaded)[0] + mid * row_bytes <= left:
+            if self.working_set(shape, mid) + mid * row_bytes <= left:
                 lo = mid
             else:
                 hi = mid - 1
@@ -201,49 +209,44 @@ class _CostModel:
         graph = self.graph
         stored = {INPUT_INDEX} | set(keep)
         offloaded = frozenset(i for i, off in keep.items() if off)
-        targets = [n.index for n in graph.nodes if n.index in keep or n.index in self.normalised or n.index == graph.output]
-        targets = [t for t in targets if t != INPUT_INDEX]
+        targets = [n.index for n in graph.nodes if n.index != INPUT_INDEX and (
+            n.index in keep or n.index in self.normalised or n.index == graph.output)]
         shapes = [pass_shape(graph, t, stored) for t in targets]
         last_reader: dict[int, int] = {}
         for k, shape in enumerate(shapes):
             for r in shape.reads:
                 last_reader[r] = k
         D = self.devices
-        resident = self.input_bytes + self.output_bytes  # device-resident kept bytes (all devices together)
-        host = 0
-        peak = host_peak = 0
+        resident = self.input_bytes + self.output_bytes  # kept bytes on the devices, all together
+        host = peak = host_peak = 0
         seconds = 0.0
         passes: list[PassSpec] = []
         pass_peaks: list[int] = []
-        fixed = self.weight_bytes
         for k, (target, shape) in enumerate(zip(targets, shapes)):
             released = [r for r in shape.reads if last_reader[r] == k]
-            freed_dev = sum(self.full_bytes[r] if r != INPUT_INDEX else self.input_bytes for r in released if r not in offloaded)
+            freed_dev = sum(self.input_bytes if r == INPUT_INDEX else self.full_bytes[r] for r in released if r not in offloaded)
             freed_host = sum(self.full_bytes[r] for r in released if r in offloaded)
-            store = target in keep
-            grow = self.full_bytes[target] if store else 0
-            dev_grow = grow if store and target not in offloaded else 0
-            host_grow = grow - dev_grow
-            kept_peak = max(resident, resident - freed_dev + dev_grow)
-            left = budget - fixed - math.ceil(kept_peak / D)
-            n = self.lengths[target]
+            dev_grow = self.full_bytes[target] if target in keep and target not in offloaded else 0
+            host_grow = self.full_bytes[target] if target in offloaded else 0
+            # inputs are released while the output grows (one device streams in order; several release at the end)
+            kept_peak = max(resident, resident - freed_dev + dev_grow) if D == 1 else resident + dev_grow
+            kept = math.ceil(kept_peak / D)
             row_bytes = self.row_elements[target] * self.itemsize if dev_grow else 0
-            rows = force_rows if force_rows is not None else self.rows_within(shape, left, offloaded, row_bytes)
+            n = self.lengths[target]
+            rows = force_rows or self.rows_within(shape, budget - self.weight_bytes - kept, row_bytes)
             if rows <= 0:
                 return None
             segments = math.ceil(n / rows)
             if D > 1:
-                segments = max(D, math.ceil(segments / D) * D)
+                segments = min(n, max(D, math.ceil(segments / D) * D))
             rows = math.ceil(n / segments)
-            ws, seg_seconds = self.segment(shape, rows, offloaded)
-            chunk = rows * self.row_elements[target] * self.itemsize if dev_grow else 0
-            pass_peaks.append(fixed + math.ceil(kept_peak / D) + ws + chunk)
+            pass_peaks.append(self.weight_bytes + kept + self.working_set(shape, rows) + rows * row_bytes)
             peak = max(peak, pass_peaks[-1])
             host_peak = max(host_peak, host + max(0, host_grow - freed_host))
-            seconds += math.ceil(segments / D) * seg_seconds
+            seconds += self.pass_seconds(shape, segments, offloaded)
             resident += dev_grow - freed_dev
             host += host_grow - freed_host
-            passes.append(PassSpec(target, min(segments, n), store, target in offloaded))
+            passes.append(PassSpec(target, segments, target in keep, target in offloaded))
         return _Outcome(seconds, peak, host_peak, passes, pass_peaks)
 
 
@@ -349,9 +352,9 @@ def make_plan(
         smallest = cost.simulate({}, float("inf"), force_rows=1)
         need = smallest.peak if smallest is not None else budget
         raise MaisiError(
-            f"a memory budget of {_fmt_bytes(budget)} is too small for {kind} of {input_shape[1:]} "
-            f"(the smallest that works is {_fmt_bytes(need)})",
-            f"allow at least {_fmt_bytes(need)} (--max-gpu-memory / max_memory_bytes) or use a smaller volume",
+            f"a memory budget of {_fmt_bytes(budget)} is too small for {kind} of {'x'.join(map(str, input_shape[1:]))} "
+            f"(the smallest that works is {_fmt_bytes(need, up=True)})",
+            f"allow at least {_fmt_bytes(need, up=True)} (--max-gpu-memory / max_memory_bytes), or use a smaller volume",
         )
     keep: dict[int, bool] = {}
     candidates = sorted(i for i in cost.normalised if i != INPUT_INDEX)
@@ -386,8 +389,13 @@ def make_plan(
     )
 
 
-def _fmt_bytes(n: float) -> str:
-    return f"{n / GiB:.2f} GiB" if n >= GiB / 10 else f"{n / (1 << 20):.0f} MiB"
+def _fmt_bytes(n: float, up: bool = False) -> str:
+    """GiB with two decimals, or MiB with one below 1 GiB; `up` rounds up (for a minimum)."""
+    unit, name, places = (GiB, "GiB", 2) if n >= GiB else (1 << 20, "MiB", 1)
+    value = n / unit
+    if up:
+        value = math.ceil(value * 10**places) / 10**places
+    return f"{value:.{places}f} {name}"
 
 
 def format_plan(plan: Plan) -> str:

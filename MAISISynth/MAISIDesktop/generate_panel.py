@@ -15,6 +15,7 @@ from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.presets import load_preset
 from MAISISynthLib import params
+from MAISISynthLib.execution import DEFAULT_SERVER_URL, LOCAL, MODE_LABELS, SERVER, ExecutionSettings
 
 SOURCE_LABELS = "Current label map"
 SOURCE_TEMPLATE = "Phantom template"
@@ -44,6 +45,8 @@ class GeneratePanel(QtWidgets.QWidget):
     inpaintClicked = QtCore.pyqtSignal()
     cancelClicked = QtCore.pyqtSignal()
     downloadClicked = QtCore.pyqtSignal()
+    testConnectionClicked = QtCore.pyqtSignal()
+    executionChanged = QtCore.pyqtSignal()
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -61,6 +64,34 @@ class GeneratePanel(QtWidgets.QWidget):
         self.weights_label.setWordWrap(True)
         self.download_button = QtWidgets.QPushButton("Download weights")
         self.download_button.clicked.connect(self.downloadClicked.emit)
+
+        self.run_on_combo = QtWidgets.QComboBox()
+        self.run_on_combo.setObjectName("runOnCombo")
+        for mode, label in MODE_LABELS.items():
+            self.run_on_combo.addItem(label, mode)
+        self.run_on_combo.setToolTip("Generate and inpaint here, or on a GPU machine running `maisi serve`")
+        self.server_url = QtWidgets.QLineEdit(DEFAULT_SERVER_URL)
+        self.server_url.setObjectName("serverUrl")
+        self.server_url.setPlaceholderText(DEFAULT_SERVER_URL)
+        self.token_file = QtWidgets.QLineEdit()
+        self.token_file.setObjectName("tokenFile")
+        self.token_file.setPlaceholderText("file holding the server's access token")
+        self.token_file.setToolTip("The token is read from this file when a job starts; it is never shown or saved")
+        self.token_browse = QtWidgets.QToolButton()
+        self.token_browse.setText("Browse...")
+        self.token_browse.clicked.connect(self._choose_token_file)
+        token_row = QtWidgets.QHBoxLayout()
+        token_row.addWidget(self.token_file, 1)
+        token_row.addWidget(self.token_browse)
+        self.test_connection_button = QtWidgets.QPushButton("Test connection")
+        self.test_connection_button.setObjectName("testConnectionButton")
+        self.test_connection_button.clicked.connect(self.testConnectionClicked.emit)
+        self.connection_label = QtWidgets.QLabel()
+        self.connection_label.setObjectName("connectionStatus")
+        self.connection_label.setWordWrap(True)
+        self.run_on_combo.currentIndexChanged.connect(lambda _i: self._execution_edited())
+        self.server_url.editingFinished.connect(self._execution_edited)
+        self.token_file.editingFinished.connect(self._execution_edited)
 
         self.source_combo = QtWidgets.QComboBox()
         self.source_combo.addItems([SOURCE_LABELS, SOURCE_TEMPLATE])
@@ -137,6 +168,13 @@ class GeneratePanel(QtWidgets.QWidget):
         model_form.addRow("Model", self.model_combo)
         model_form.addRow(self.weights_label)
         model_form.addRow(self.download_button)
+        compute_box = QtWidgets.QGroupBox("Compute")
+        compute_form = QtWidgets.QFormLayout(compute_box)
+        compute_form.addRow("Run on", self.run_on_combo)
+        compute_form.addRow("Server URL", self.server_url)
+        compute_form.addRow("Token file", token_row)
+        compute_form.addRow(self.test_connection_button)
+        compute_form.addRow(self.connection_label)
         grid_box = QtWidgets.QGroupBox("Generate")
         grid_form = QtWidgets.QFormLayout(grid_box)
         grid_form.addRow("Labels from", self.source_combo)
@@ -160,6 +198,7 @@ class GeneratePanel(QtWidgets.QWidget):
         buttons.addWidget(self.cancel_button)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(compute_box)
         layout.addWidget(model_box)
         layout.addWidget(grid_box)
         layout.addWidget(inpaint_box)
@@ -193,7 +232,11 @@ class GeneratePanel(QtWidgets.QWidget):
     def _model_activated(self, index: int) -> None:
         if self.model_combo.itemText(index) != OTHER_MODEL:
             return
-        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Model folder (holding preset.json)")
+        if self.on_server:  # the folder is on the server's disk, which this computer cannot browse
+            folder, accepted = QtWidgets.QInputDialog.getText(self, "Model folder", "Model folder on the server:")
+            folder = folder.strip() if accepted else ""
+        else:
+            folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Model folder (holding preset.json)")
         if folder:
             self.set_model(folder)
         else:
@@ -217,7 +260,10 @@ class GeneratePanel(QtWidgets.QWidget):
         self._check()
 
     def refresh_weights_status(self) -> bool:
-        ready, downloadable, text = weights_summary(self.model)
+        if self.on_server:
+            ready, downloadable, text = True, False, "Weights: on the server (checked when a job starts)"
+        else:
+            ready, downloadable, text = weights_summary(self.model)
         self.weights_ready = ready
         self.weights_label.setText(text)
         self.weights_label.setStyleSheet("" if ready else "color: #c0392b;")
@@ -253,6 +299,12 @@ class GeneratePanel(QtWidgets.QWidget):
         try:
             preset = load_preset(self.model)
         except MaisiError as exc:
+            if self.on_server:  # a model folder may exist only on the server, which checks it
+                self.settings_ok = True
+                self.check_label.setText("The server checks this model when the job starts.")
+                self.check_label.setStyleSheet("color: #b9770e;")
+                self._sync_enabled()
+                return
             self.check_label.setText(exc.one_line())
             self.check_label.setStyleSheet("color: #c0392b;")
             return
@@ -276,6 +328,45 @@ class GeneratePanel(QtWidgets.QWidget):
         self.inpaint_button.setEnabled(ready and not self._running)
         self.download_button.setEnabled(not self._running)
         self.cancel_button.setEnabled(self._running)
+        server = self.on_server
+        for widget in (self.server_url, self.token_file, self.token_browse, self.test_connection_button):
+            widget.setEnabled(server and not self._running)
+        self.run_on_combo.setEnabled(not self._running)
+
+    # -- where jobs run ---------------------------------------------------------------------------
+    @property
+    def on_server(self) -> bool:
+        return self.run_on_combo.currentData() == SERVER
+
+    def execution_settings(self) -> ExecutionSettings:
+        """What the Compute box says: this computer, or a server's URL and token file (not the token)."""
+        return ExecutionSettings.from_values(str(self.run_on_combo.currentData() or LOCAL), self.server_url.text(),
+                                             self.token_file.text())
+
+    def set_execution_settings(self, settings: ExecutionSettings) -> None:
+        blockers = [QtCore.QSignalBlocker(w) for w in (self.run_on_combo, self.server_url, self.token_file)]
+        self.run_on_combo.setCurrentIndex(max(0, self.run_on_combo.findData(settings.mode)))
+        self.server_url.setText(settings.url)
+        self.token_file.setText(settings.token_file)
+        del blockers
+        self._execution_edited()
+
+    def set_connection_status(self, text: str, ok: bool) -> None:
+        self.connection_label.setText(text)
+        self.connection_label.setStyleSheet("color: #1e8449;" if ok else "color: #c0392b;")
+
+    def _choose_token_file(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "File holding the server's access token",
+                                                        self.token_file.text())
+        if path:
+            self.token_file.setText(path)
+            self._execution_edited()
+
+    def _execution_edited(self) -> None:
+        self.connection_label.clear()
+        self.refresh_weights_status()
+        self._check()
+        self.executionChanged.emit()
 
     # -- jobs -------------------------------------------------------------------------------------
     def generate_job(self, output_dir: Path, mask: Path | None) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Follow one worker job from the Qt event loop: a timer polls it, signals report what happened.
 
-The worker is a separate process (`MAISISynthLib.jobs`); polling is non-blocking, so the window stays
+The worker is a separate process (`MAISISynthLib.jobs`) or a job on a MAISI server
+(`MAISISynthLib.remote`); both have the same API and polling either never blocks, so the window stays
 responsive however long sampling takes, and a crash of the worker is an error event, not a crash of
 the app.
 """
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PyQt5 import QtCore, QtWidgets
 
 from MAISISynthLib.jobs import JobRunner, RunningJob, describe_progress
+
+if TYPE_CHECKING:  # the server client (and requests) loads only when Server mode is used
+    from MAISISynthLib.remote import RemoteJob, RemoteJobRunner
 
 POLL_INTERVAL_MS = 50
 
@@ -29,7 +33,7 @@ class JobController(QtCore.QObject):
     def __init__(self, runner: JobRunner | None = None, parent: QtCore.QObject | None = None) -> None:
         super().__init__(parent)
         self.runner = runner or JobRunner()
-        self.job: RunningJob | None = None
+        self.job: RunningJob | RemoteJob | None = None
         self.run_dir: Path | None = None
         self._timer = QtCore.QTimer(self)
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -38,13 +42,17 @@ class JobController(QtCore.QObject):
     def is_running(self) -> bool:
         return self.job is not None and self.job.returncode is None
 
-    def start(self, job: dict[str, Any], run_dir: Path) -> RunningJob:
-        """Start the worker on `job`; `run_dir` holds its job file and inputs (removed on Cancel)."""
+    def start(self, job: dict[str, Any], run_dir: Path,
+              runner: JobRunner | RemoteJobRunner | None = None) -> RunningJob | RemoteJob:
+        """Start `job` with `runner` (default: this computer's); `run_dir` holds its job file, inputs and
+        (for a server job) the downloaded results, and is removed on Cancel."""
         if self.is_running():
             raise RuntimeError("a job is already running")
+        runner = runner or self.runner
         self.run_dir = Path(run_dir)
-        self.job = self.runner.start(job, self.run_dir)
-        self.progressed.emit(0.0, "Starting the worker")
+        self.job = runner.start(job, self.run_dir)
+        server = getattr(runner, "url", None)
+        self.progressed.emit(0.0, f"Sent to the server {server}" if server else "Starting the worker")
         self._timer.start()
         return self.job
 
@@ -53,13 +61,15 @@ class JobController(QtCore.QObject):
         if job is None:
             self._timer.stop()
             return
+        # Asked before collecting: a job seen finished here has all its events (and result) in this poll.
+        ended = not job.is_running()
         for event in job.poll():
             kind = event.get("event")
             if kind == "progress":
                 self.progressed.emit(job.progress_fraction, describe_progress(event))
             elif kind == "log" and event.get("message"):
                 self.logged.emit(str(event["message"]))
-        if job.returncode is None:
+        if not ended or job.returncode is None:
             return
         self._timer.stop()
         if job.cancelled:
@@ -77,10 +87,21 @@ class JobController(QtCore.QObject):
         if job is None or job.returncode is not None:
             return
         QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.WaitCursor)
+        unreachable: OSError | None = None
         try:
             job.cancel()
+        except OSError as exc:  # a server that cannot be reached any more (requests' errors are OSErrors)
+            unreachable = exc
         finally:
             QtWidgets.QApplication.restoreOverrideCursor()
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
-        self.poll()
+        if unreachable is None:
+            self.poll()
+            return
+        # Nothing more will come from that server for this job: stop following it here.
+        self._timer.stop()
+        self.job = None
+        self.logged.emit(f"The server could not be told to stop the job ({unreachable.__class__.__name__}).")
+        self.cancelled.emit()
+        self.finished.emit()

@@ -2,7 +2,8 @@
 
 The window owns the study (CT + labels), keeps the views in step (crosshair, slices, colours) and
 turns user actions into engine calls: files are read by `loading`, edits go through `painting`,
-generation and inpainting run in a worker process through `JobController`.
+generation and inpainting run in a worker process, or on a MAISI server when the Compute box says so,
+through `JobController`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.atomic import atomic_path
 from MAISIEngine.io.nifti import write_volume
 from MAISISynthLib import params
+from MAISISynthLib.execution import ExecutionSettings, check_connection, runner_for
 from MAISISynthLib.jobs import JobRunner
 
 from MAISIDesktop import loading, painting
@@ -55,14 +57,40 @@ def default_runs_dir() -> Path:
     return Path(base or Path.home() / ".maisi-desktop") / "runs"
 
 
+def default_settings() -> QtCore.QSettings:
+    """The user's settings file: $MAISI_DESKTOP_SETTINGS (an .ini path), else the platform's usual place."""
+    configured = os.environ.get("MAISI_DESKTOP_SETTINGS")
+    if configured:
+        return QtCore.QSettings(str(Path(configured).expanduser()), QtCore.QSettings.IniFormat)
+    return QtCore.QSettings(QtCore.QSettings.IniFormat, QtCore.QSettings.UserScope, "MAISISynth", "maisi-desktop")
+
+
+EXECUTION_KEYS = ("mode", "url", "token_file")
+"""What the Compute box keeps in the settings file under `compute/` (the token file's path, never the token)."""
+
+
+def read_execution_settings(settings: QtCore.QSettings) -> ExecutionSettings:
+    stored = {key: settings.value(f"compute/{key}") for key in EXECUTION_KEYS}
+    return ExecutionSettings.from_dict({k: str(v) for k, v in stored.items() if v is not None})
+
+
+def write_execution_settings(settings: QtCore.QSettings, execution: ExecutionSettings) -> None:
+    for key, value in execution.to_dict().items():
+        settings.setValue(f"compute/{key}", value)
+    settings.sync()
+
+
 class MainWindow(QtWidgets.QMainWindow):
     studyLoaded = QtCore.pyqtSignal()
     jobFinished = QtCore.pyqtSignal(str)  # "succeeded", "failed" or "cancelled"
 
-    def __init__(self, runs_dir: Path | None = None, runner: JobRunner | None = None) -> None:
+    def __init__(self, runs_dir: Path | None = None, runner: JobRunner | None = None,
+                 settings: QtCore.QSettings | None = None) -> None:
+        """`runner` runs jobs on this computer; `settings` keeps the Compute choice between sessions."""
         super().__init__()
         self.setWindowTitle(APP_NAME)
         self.runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
+        self.settings = settings if settings is not None else default_settings()
         self.study: Study | None = None
         self.undo_stack = painting.UndoStack()
         self.stroke: painting.Stroke | None = None
@@ -104,6 +132,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._add_dock("Labels and paint", left, QtCore.Qt.LeftDockWidgetArea)
 
         self.generate_panel = GeneratePanel()
+        self.generate_panel.set_execution_settings(read_execution_settings(self.settings))
         self.history = HistoryPanel()
         tabs = QtWidgets.QTabWidget()
         scroll = QtWidgets.QScrollArea()
@@ -210,6 +239,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.generate_panel.inpaintClicked.connect(self.start_inpaint)
         self.generate_panel.cancelClicked.connect(self.cancel_job)
         self.generate_panel.downloadClicked.connect(self.start_download)
+        self.generate_panel.testConnectionClicked.connect(self.test_connection)
+        self.generate_panel.executionChanged.connect(
+            lambda: write_execution_settings(self.settings, self.generate_panel.execution_settings()))
         self.jobs.progressed.connect(self.generate_panel.set_progress)
         self.jobs.logged.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self.jobs.succeeded.connect(self._job_succeeded)
@@ -481,7 +513,8 @@ class MainWindow(QtWidgets.QMainWindow):
             return False
         try:
             job = build(run_dir)
-            self.jobs.start(job, run_dir)
+            runner = runner_for(job, self.generate_panel.execution_settings(), self.jobs.runner)
+            self.jobs.start(job, run_dir, runner)
         except MaisiError as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
             self.report_error(exc.message, exc.hint)
@@ -537,6 +570,22 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def cancel_job(self) -> None:
         self.jobs.cancel()
+
+    def test_connection(self) -> bool:
+        """Reach the chosen server and check the token; the answer goes beside the button."""
+        panel = self.generate_panel
+        QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.WaitCursor)
+        try:
+            answer = check_connection(panel.execution_settings())
+        except MaisiError as exc:
+            panel.set_connection_status(f"Not connected: {exc.message}", ok=False)
+            self.report_error(exc.message, exc.hint)
+            return False
+        finally:
+            QtWidgets.QApplication.restoreOverrideCursor()
+        panel.set_connection_status(answer, ok=True)
+        self.statusBar().showMessage(answer, 8000)
+        return True
 
     def _job_succeeded(self, result: dict) -> None:
         kind, run_dir = self._job_kind, self.jobs.run_dir
