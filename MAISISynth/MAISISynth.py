@@ -199,7 +199,10 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Called when the application closes: never leave a worker running."""
         self._pollTimer.stop()
         if self._job is not None and self._job.is_running():
-            self._job.cancel()
+            try:
+                self._job.cancel()
+            except OSError as exc:  # a server job whose server cannot be reached any more
+                logging.warning("MAISISynth: could not stop the job on the server: %s", exc)
         self.removeObservers()
 
     def enter(self) -> None:
@@ -651,17 +654,7 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
     def runJob(self, job: dict, workdir: Path, timeout_s: float = 3600.0,
                settings: execution.ExecutionSettings | None = None):
         """Run a job to its end while keeping the application responsive (tests, scripting)."""
-        running = self.startJob(job, workdir, settings)
-        deadline = time.monotonic() + timeout_s
-        while running.is_running():
-            running.poll()
-            slicer.app.processEvents()
-            if time.monotonic() > deadline:
-                running.cancel()
-                raise MaisiError(_("the job did not finish in {s:.0f} s").format(s=timeout_s), _("try a smaller size"))
-            time.sleep(0.05)
-        running.poll()
-        return running
+        return execution.run_to_end(self.startJob(job, workdir, settings), timeout_s, slicer.app.processEvents)
 
     # -- results -------------------------------------------------------------------------------------------
     @staticmethod

@@ -54,7 +54,9 @@ def assert_colour(actual, expected, what: str) -> None:
 @pytest.fixture
 def window(qtbot, tmp_path):
     runner = JobRunner(env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    win = MainWindow(runs_dir=tmp_path / "runs", runner=runner)
+    # A settings file of the test's own: the user's saved Compute choice must not reach the tests.
+    settings = QtCore.QSettings(str(tmp_path / "maisi-desktop.ini"), QtCore.QSettings.IniFormat)
+    win = MainWindow(runs_dir=tmp_path / "runs", runner=runner, settings=settings)
     qtbot.addWidget(win)
     geometry = QtWidgets.QApplication.primaryScreen().availableGeometry()
     win.resize(min(1500, geometry.width()), min(950, geometry.height()))

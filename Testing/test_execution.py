@@ -117,3 +117,16 @@ def test_check_connection_reports_server_and_token(tmp_path):
         execution.check_connection(ExecutionSettings("server", nobody, good))
     assert info.value.message.startswith(f"cannot reach the MAISI server at {nobody}")
     assert execution.check_connection(ExecutionSettings()) == "Jobs run on this computer."
+
+
+def test_run_to_end_cancels_a_job_that_overruns_its_time(tmp_path):
+    # An interpreter that never answers: the real JobRunner starts it, run_to_end gives up and stops it.
+    silent = tmp_path / "silent-python"
+    silent.write_text("#!/bin/sh\nexec sleep 60\n")
+    silent.chmod(0o755)
+    running = execution.start_job({"type": "generate"}, tmp_path / "work", ExecutionSettings(), JobRunner(python=str(silent)))
+    ticks: list[int] = []
+    with pytest.raises(MaisiError) as info:
+        execution.run_to_end(running, timeout_s=0.5, tick=lambda: ticks.append(1))
+    assert info.value.message == "the job did not finish in 0 s" and "fewer steps" in info.value.hint
+    assert running.cancelled and not running.is_running() and len(ticks) >= 5

@@ -94,7 +94,7 @@ def test_each_stage_overfits_one_batch(stage: str, task: str, lr: float, steps: 
     set_learning_rate(built.optimizers(), 1.0)
     before = built.evaluate(0, range(2))
     frozen = {k: v.clone() for k, v in built.unet.state_dict().items()} if stage == "controlnet" else {}
-    losses = [built.train_step(0, range(2), progress=0.0)["loss"] for _ in range(steps)]
+    losses = [float(built.train_step(0, range(2), progress=0.0)["loss"]) for _ in range(steps)]
     after = built.evaluate(0, range(2))
     assert all(np.isfinite(losses))
     assert after < ratio * before, (before, after, losses)
@@ -389,6 +389,21 @@ def test_cli_bad_inputs_give_one_line(tmp_path: Path, tiny_preset_file: Path) ->
     code, err = cli("vae", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o1"), "--device", "cpu")
     assert code == 2 and err.startswith("error: dataset folder") and "holds no NIfTI images" in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_trains_on_phantoms_into_a_model_directory(tmp_path: Path, tiny_preset_file: Path) -> None:
+    from MAISIEngine.cli import main
+    from MAISIEngine.presets import load_preset
+
+    out = tmp_path / "model"
+    code = main(["train", "vae", "--preset", str(tiny_preset_file), "--phantoms", "1", "--size", "32", "32", "32",
+                 "--spacing", "8", "8", "8", "--steps", "2", "--device", "cpu", "--no-progress", "--adv-weight", "0",
+                 "--out", str(out)])
+    assert code == 0
+    assert load_preset(out).weights == {"autoencoder": "autoencoder.pt"}
+    rows = (out / "logs" / "vae_losses.csv").read_text().splitlines()
+    assert rows[0].startswith("step,lr,elapsed_s,loss,l1,kl") and len(rows) == 3
+    assert (out / "checkpoints" / "vae_state.pt").is_file()
 
 
 def test_controlnet_needs_labels_for_every_image(tmp_path: Path) -> None:

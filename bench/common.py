@@ -82,7 +82,8 @@ def _reset_vm_hwm() -> bool:
 
 
 class StageMeter:
-    """Wall time and peak memory per stage: peak RSS on CPU, torch.cuda.max_memory_allocated on CUDA."""
+    """Wall time, CPU time (all threads) and peak memory per stage: peak RSS on CPU,
+    torch.cuda.max_memory_allocated on CUDA. CPU time is the steadier figure on a shared machine."""
 
     def __init__(self, device: str) -> None:
         self.cuda = device.startswith("cuda")
@@ -123,13 +124,13 @@ class _Stage:
 
     def __enter__(self) -> "_Stage":
         self.meter._reset()
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         peak = self.meter._peak()
-        elapsed = time.perf_counter() - self.start
-        self.meter.results[self.name] = {"s": elapsed, "peak_bytes": peak}
+        elapsed, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu_start
+        self.meter.results[self.name] = {"s": elapsed, "cpu_s": cpu, "peak_bytes": peak}
 
 
 def run_child(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[int, float, int]:

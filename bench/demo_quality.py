@@ -89,7 +89,7 @@ def organ_errors(image_hu: np.ndarray, labels: np.ndarray, nominal: dict[int, fl
 
 
 def vae_figures(autoencoder: torch.nn.Module, volumes: list[np.ndarray], device: torch.device,
-                amp: bool = True) -> dict[str, Any]:
+                amp: bool = False) -> dict[str, Any]:
     """MONAI PSNR and SSIM (data range 1) of posterior-mean reconstructions of whole [0, 1] volumes."""
     from monai.metrics import PSNRMetric, SSIMMetric
 
@@ -146,7 +146,8 @@ def generation_figures(model_ref: str | Path, seeds: int, size=(128, 128, 128), 
                "quality_passed": quality.passed, "quality_failed": list(quality.failed)}
         rows.append(row)
         log(f"seed {index} ({held.region}): {seconds:.1f} s, quality {'pass' if quality.passed else 'FAIL'}, "
-            + ", ".join(f"{k} {v['median_hu']:.0f}/{v['nominal_hu']:.0f}{'' if v['ok'] else '!'}" for k, v in errors.items()))
+            + ", ".join(f"{k} {v['median_hu']:.0f}/{v['nominal_hu']:.0f}{'' if v['ok'] else '!'}"
+                        for k, v in errors.items()))
     passed = sum(r["quality_passed"] for r in rows)
     worst: dict[str, float] = {}
     for row in rows:
@@ -157,7 +158,8 @@ def generation_figures(model_ref: str | Path, seeds: int, size=(128, 128, 128), 
         values = [r["organs"][group]["error_hu"] for r in rows if group in r["organs"]]
         if values:
             median_error[group] = round(float(np.median(values)), 1)
-    return {"seeds": seeds, "size": list(size), "spacing": list(spacing), "steps": steps or model.preset.num_inference_steps,
+    return {"seeds": seeds, "size": list(size), "spacing": list(spacing),
+            "steps": steps or model.preset.num_inference_steps,
             "quality_passed": passed, "quality_ok": passed >= int(np.ceil(QUALITY_MIN_PASS * seeds)),
             "organs_ok_seeds": sum(r["organs_ok"] for r in rows), "worst_error_hu": worst,
             "median_error_hu": median_error, "seconds_mean": round(float(np.mean([r["seconds"] for r in rows])), 2),
@@ -166,12 +168,51 @@ def generation_figures(model_ref: str | Path, seeds: int, size=(128, 128, 128), 
 
 def vae_figures_for_model(model_ref: str | Path, volumes: int, size=(128, 128, 128), spacing=(3.0, 3.0, 3.0),
                           device: str = "cpu") -> dict[str, Any]:
-    from MAISIEngine.models import load_model
+    from MAISIEngine.networks import load_network
+    from MAISIEngine.presets import load_preset
     from MAISIEngine.train.data import hu_to_unit
+    from MAISIEngine.weights.resolve import resolve_weight_path
 
-    model = load_model(str(model_ref), device)
+    preset = load_preset(str(model_ref))
+    autoencoder, _ = load_network("autoencoder", preset, resolve_weight_path(preset, "autoencoder"), device)
     unit = [hu_to_unit(held_out_phantom(i, size, spacing).ct) for i in range(volumes)]
-    return vae_figures(model.autoencoder, unit, torch.device(device))
+    return vae_figures(autoencoder, unit, torch.device(device)) | {"size": list(size), "spacing": list(spacing)}
+
+
+CARD_BEGIN = "<!-- cpu-figures:begin -->"
+CARD_END = "<!-- cpu-figures:end -->"
+
+
+def card_section(figures: dict[str, Any]) -> str:
+    """Markdown lines with the CPU acceptance figures (what `--card` writes into the model card)."""
+    import platform
+
+    lines = [f"Measured on CPU ({platform.processor() or platform.machine()}, {figures['threads']} threads) with "
+             f"`python bench/demo_quality.py` ({figures['seconds_total']} s in all):", ""]
+    vae = figures.get("vae")
+    if vae:
+        lines.append(f"- VAE, {vae['volumes']} held-out phantoms {vae['size']} at {vae['spacing']} mm: "
+                     f"PSNR {vae['psnr_db']} dB, SSIM {vae['ssim']} "
+                     f"({'meets' if vae['ok'] else 'misses'} PSNR >= {PSNR_MIN_DB}, SSIM >= {SSIM_MIN}).")
+    gen = figures.get("generation")
+    if gen:
+        lines.append(f"- {gen['seeds']} generations {gen['size']} at {gen['spacing']} mm, {gen['steps']} steps: "
+                     f"{gen['seconds_mean']} s each; quality check passed {gen['quality_passed']}/{gen['seeds']}; "
+                     f"organ tolerances (liver, spleen, kidneys, heart 50 HU; lungs 100; bone 150) met on "
+                     f"{gen['organs_ok_seeds']}/{gen['seeds']}; worst |error| {gen['worst_error_hu']} HU.")
+    return "\n".join(lines)
+
+
+def update_card(path: Path, figures: dict[str, Any]) -> None:
+    """Replace the text between the card's CPU-figure markers (atomically)."""
+    from MAISIEngine.io.atomic import write_text_atomic
+
+    text = path.read_text()
+    if CARD_BEGIN not in text or CARD_END not in text:
+        raise SystemExit(f"{path} has no {CARD_BEGIN} ... {CARD_END} section")
+    head, rest = text.split(CARD_BEGIN, 1)
+    _, tail = rest.split(CARD_END, 1)
+    write_text_atomic(path, f"{head}{CARD_BEGIN}\n{card_section(figures)}\n{CARD_END}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vae-volumes", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--card", type=Path, help="write the figures into this model card's CPU section")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     figures: dict[str, Any] = {"model": args.model, "device": args.device, "threads": torch.get_num_threads()}
@@ -203,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     figures["seconds_total"] = round(time.perf_counter() - started, 1)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
+    if args.card:
+        update_card(args.card, figures)
     ok = figures.get("vae", {}).get("ok", True) and figures.get("generation", {}).get("quality_ok", True) \
         and figures.get("generation", {}).get("organs_ok_seeds", 0) == figures.get("generation", {}).get("seeds", 0)
     print("ACCEPTANCE MET" if ok else "ACCEPTANCE NOT MET")

@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=PATHS, help="run one path only")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run both paths this many times, alternating, and keep each stage's fastest time")
     parser.add_argument("--cache-dir", help="model folder to write once and reuse (default /tmp/maisi-bench-rflow or -demo)")
     parser.add_argument("--reference-window", type=int, nargs=3, default=list(REFERENCE_WINDOW), metavar=("X", "Y", "Z"),
                         help="latent voxels per sliding window of the reference decode (its default config: 48 48 48)")
@@ -77,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="num_splits of the reference's VAE (default: the model's network config, 4 for rflow-ct)")
     parser.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--repeat-index", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -102,13 +105,23 @@ def synchronize(device: "torch.device") -> None:  # noqa: F821
         torch.cuda.synchronize(device)
 
 
-def save_outputs(workdir: Path, name: str, meter: StageMeter, step_s: list[float], total_s: float,
-                 latent: "torch.Tensor", decoded: "torch.Tensor", notes: list[str]) -> None:  # noqa: F821
+def clock() -> tuple[float, float]:
+    """(wall, CPU time of all this process's threads), in seconds."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> list[float]:
+    now = clock()
+    return [now[0] - start[0], now[1] - start[1]]
+
+
+def save_outputs(workdir: Path, name: str, meter: StageMeter, steps: list[list[float]], total: list[float],
+                 latent: "torch.Tensor", decoded: "torch.Tensor", notes: list[str], repeat: int) -> None:  # noqa: F821
     np.save(workdir / f"{name}_latent.npy", latent.detach().float().cpu().numpy())
     np.save(workdir / f"{name}_decoded.npy", decoded.detach().float().cpu().numpy()[0, 0])
-    record = {"stages": meter.results, "step_s": step_s, "total_s": total_s, "notes": notes,
+    record = {"stages": meter.results, "steps": steps, "total": total, "notes": notes,
               "process_peak_rss": meter.process_peak_rss()}
-    (workdir / f"{name}.json").write_text(json.dumps(record, indent=2))
+    (workdir / f"{name}_{repeat}.json").write_text(json.dumps(record, indent=2))
 
 
 # ------------------------------------------------------------------------------------------------- ours
@@ -126,19 +139,22 @@ def run_ours(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any]) ->
     device = resolve_device(args.device)
     meter = StageMeter(str(device))
     labels = Volume(np.load(workdir / "labels.npy"), np.asarray(inputs["affine"]))
-    start = time.perf_counter()
+    start = clock()
     with meter.stage("load"):
         model = load_model(inputs["model_dir"], device)
     with meter.stage("conditions"):
         cond, _ = build_conditions(model, labels, None, model.preset.guidance_scale)
-    step_ends: list[float] = []
+    steps: list[list[float]] = []
+    step_start = clock()
 
     def on_step(done: int, total: int) -> None:
+        nonlocal step_start
         synchronize(device)
-        step_ends.append(time.perf_counter())
+        steps.append(since(step_start))
+        step_start = clock()
 
     with meter.stage("sampling"):
-        sampling_start = time.perf_counter()
+        step_start = clock()
         noise = seeded_noise(tuple(inputs["latent_shape"]), args.seed, device)
         generator = torch.Generator(device=device).manual_seed(args.seed)
         latent = sample(model.unet, model.controlnet, make_scheduler(model.preset), noise, cond, args.steps,
@@ -147,13 +163,12 @@ def run_ours(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any]) ->
     with meter.stage("decode"):
         decoded = decode_latent(model, latent / model.scale_factor)
         synchronize(device)
-    total = time.perf_counter() - start
-    steps = [b - a for a, b in zip([sampling_start, *step_ends[:-1]], step_ends)]
+    total = since(start)
     from MAISIEngine import tsp
 
     notes = ["decode: exact TSP decoder (MAISIEngine.tsp.decode)" if hasattr(tsp, "decode")
              else "decode: autoencoder.decode_stage_2_outputs (TSP decoder not installed)"]
-    save_outputs(workdir, "ours", meter, steps, total, latent, decoded, notes)
+    save_outputs(workdir, "ours", meter, steps, total, latent, decoded, notes, args.repeat_index)
 
 
 # -------------------------------------------------------------------------------------------- reference
@@ -190,7 +205,7 @@ def run_reference(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any
             kwargs["use_flash_attention"] = bool(kwargs["use_flash_attention"]) and cuda  # MONAI refuses it on CPU
         return kwargs
 
-    start = time.perf_counter()
+    start = clock()
     with meter.stage("load"):
         vae_kwargs = network_kwargs("autoencoder")
         vae_kwargs["num_splits"] = inputs["reference_splits"]
@@ -222,7 +237,7 @@ def run_reference(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any
     if include_region:
         raise SystemExit("the reference path here covers the rflow models only")
 
-    step_s: list[float] = []
+    steps: list[list[float]] = []
     precision = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
     with torch.no_grad(), precision:
         with meter.stage("sampling"):
@@ -232,7 +247,7 @@ def run_reference(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any
             timesteps = scheduler.timesteps
             following = torch.cat((timesteps[1:], torch.tensor([0], dtype=timesteps.dtype)))
             for t, next_t in zip(timesteps, following):
-                tick = time.perf_counter()
+                tick = clock()
                 control = {"x": latents, "timesteps": torch.Tensor((t,)).to(device), "controlnet_cond": control_input}
                 if modality is not None:
                     control["class_labels"] = modality
@@ -244,14 +259,14 @@ def run_reference(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any
                 output = unet(**unet_inputs)
                 latents, _ = scheduler.step(output, t, latents, next_t)
                 synchronize(device)
-                step_s.append(time.perf_counter() - tick)
+                steps.append(since(tick))
         with meter.stage("decode"):
             decoded, note = reference_decode(autoencoder, scale_factor, latents, inputs, device, SlidingWindowInferer)
             synchronize(device)
-    total = time.perf_counter() - start
+    total = since(start)
     notes = [f"decode: {note}", f"VAE num_splits {vae_kwargs['num_splits']}, dim_split {vae_kwargs['dim_split']}, "
              f"norm_float16 {vae_kwargs['norm_float16']}" + ("" if cuda else " (float16 norms need CUDA autocast)")]
-    save_outputs(workdir, "reference", meter, step_s, total, latents, decoded, notes)
+    save_outputs(workdir, "reference", meter, steps, total, latents, decoded, notes, args.repeat_index)
 
 
 def reference_decode(autoencoder: Any, scale_factor: Any, latents: Any, inputs: dict[str, Any], device: Any,
@@ -308,42 +323,61 @@ def ratio(ours: float | None, reference: float | None) -> str:
     return f"{ours / reference:.2f}"
 
 
-def report(args: argparse.Namespace, workdir: Path, processes: dict[str, tuple[float, int]]) -> None:
-    results = {name: json.loads((workdir / f"{name}.json").read_text()) for name in processes}
-    names = list(results)
-    peak_name = "peak GPU allocated" if args.device.startswith("cuda") else "peak RSS"
+Measure = tuple[float | None, float | None, float | None]
+"""(wall s, CPU s, peak bytes) of one stage."""
+
+
+def best_of(records: list[dict[str, Any]], processes: list[tuple[float, int]]) -> dict[str, Measure | list[Measure]]:
+    """Per stage over the repeats: the fastest wall and CPU times (the least disturbed run), the largest peak."""
+    def combine(measures: list[Measure]) -> Measure:
+        walls, cpus = [m[0] for m in measures if m[0] is not None], [m[1] for m in measures if m[1] is not None]
+        peaks = [m[2] for m in measures if m[2] is not None]
+        return (min(walls) if walls else None, min(cpus) if cpus else None, max(peaks) if peaks else None)
+
+    out: dict[str, Measure | list[Measure]] = {}
+    for stage in ("load", "conditions", "sampling", "decode"):
+        out[stage] = combine([(r["stages"][stage]["s"], r["stages"][stage]["cpu_s"], r["stages"][stage]["peak_bytes"])
+                              for r in records])
+    out["steps"] = [combine([(r["steps"][i][0], r["steps"][i][1], None) for r in records])
+                    for i in range(len(records[0]["steps"]))]
+    out["total"] = combine([(r["total"][0], r["total"][1], max(v["peak_bytes"] or 0 for v in r["stages"].values()) or None)
+                            for r in records])
+    out["process"] = combine([(wall, None, max(peak, r["process_peak_rss"] or 0))
+                              for r, (wall, peak) in zip(records, processes)])
+    return out
+
+
+def report(args: argparse.Namespace, workdir: Path, processes: dict[str, list[tuple[float, int]]]) -> None:
+    names = list(processes)
+    records = {n: [json.loads((workdir / f"{n}_{k}.json").read_text()) for k in range(len(processes[n]))] for n in names}
+    best = {n: best_of(records[n], processes[n]) for n in names}
+    peak_name = "GPU peak" if args.device.startswith("cuda") else "peak RSS"
     headers = ["stage"]
     for name in names:
-        headers += [f"{name} time", f"{name} {peak_name}"]
+        short = "ref" if name == "reference" else name
+        headers += [f"{short} wall", f"{short} CPU", f"{short} {peak_name}"]
     if len(names) == 2:
-        headers += ["time ours/ref", "memory ours/ref"]
+        headers += ["wall ours/ref", "CPU ours/ref", "memory ours/ref"]
 
-    def row(label: str, values: list[tuple[float | None, float | None]]) -> list[str]:
+    def row(label: str, key: str, index: int | None = None) -> list[str]:
+        values = [best[n][key] if index is None else best[n][key][index] for n in names]  # type: ignore[index]
         cells = [label]
-        for seconds, peak in values:
-            cells += [format_seconds(seconds), format_bytes(peak)]
+        for wall, cpu, peak in values:
+            cells += [format_seconds(wall), format_seconds(cpu), format_bytes(peak)]
         if len(values) == 2:
-            cells += [ratio(values[0][0], values[1][0]), ratio(values[0][1], values[1][1])]
+            cells += [ratio(values[0][i], values[1][i]) for i in range(3)]
         return cells
 
-    rows = []
-    for stage in ("load", "conditions", "sampling"):
-        rows.append(row(stage, [(results[n]["stages"][stage]["s"], results[n]["stages"][stage]["peak_bytes"]) for n in names]))
-        if stage == "sampling":
-            for index in range(args.steps):
-                rows.append(row(f"  step {index + 1}", [(results[n]["step_s"][index], None) for n in names]))
-    rows.append(row("VAE decode", [(results[n]["stages"]["decode"]["s"], results[n]["stages"]["decode"]["peak_bytes"])
-                                   for n in names]))
-    overall = [(results[n]["total_s"], max(v["peak_bytes"] or 0 for v in results[n]["stages"].values()) or None)
-               for n in names]
-    rows.append(row("total (load..decode)", overall))
-    rows.append(row("whole process (RSS)", [(processes[n][0], max(processes[n][1], results[n]["process_peak_rss"] or 0))
-                                             for n in names]))
+    rows = [row("load", "load"), row("conditions", "conditions"), row("sampling", "sampling")]
+    rows += [row(f"  step {i + 1}", "steps", i) for i in range(args.steps)]
+    rows += [row("VAE decode", "decode"), row("total (load..decode)", "total"), row("whole process (RSS)", "process")]
     print()
     print_table(headers, rows)
-    print("(whole process: wall time including interpreter start and imports, and the process's peak RSS)")
+    repeats = f", fastest of {args.repeat} runs each" if args.repeat > 1 else ""
+    print(f"(wall and CPU time of all threads{repeats}; whole process: wall from interpreter start, peak RSS "
+          "over the process's life)")
     for name in names:
-        for note in results[name]["notes"]:
+        for note in records[name][0]["notes"]:
             print(f"{name}: {note}")
     if len(names) == 2:
         print_differences(workdir)
@@ -375,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = json.loads((workdir / "inputs.json").read_text())
         (run_ours if args.child == "ours" else run_reference)(args, workdir, inputs)
         return 0
-    if args.steps < 1:
-        raise SystemExit("--steps must be at least 1")
+    if args.steps < 1 or args.repeat < 1:
+        raise SystemExit("--steps and --repeat must be at least 1")
     if args.device.startswith("cuda"):
         import torch
 
@@ -389,16 +423,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="maisi-bench-generate-") as tmp:
         workdir = Path(tmp)
         prepare_inputs(args, workdir)
-        processes: dict[str, tuple[float, int]] = {}
-        forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
-        for name in ([args.only] if args.only else PATHS):
-            print(f"running the {name} path in its own process ...", flush=True)
-            code, wall, peak = run_child([sys.executable, str(Path(__file__).resolve()), *forwarded,
-                                          "--child", name, "--workdir", str(workdir)], env=dict(os.environ))
-            if code != 0:
-                print(f"the {name} path failed (exit code {code})")
-                return 1
-            processes[name] = (wall, peak)
+        processes: dict[str, list[tuple[float, int]]] = {}
+        forwarded = list(argv if argv is not None else sys.argv[1:])
+        for repeat in range(args.repeat):
+            for name in ([args.only] if args.only else PATHS):
+                print(f"running the {name} path in its own process (run {repeat + 1} of {args.repeat}) ...", flush=True)
+                code, wall, peak = run_child([sys.executable, str(Path(__file__).resolve()), *forwarded, "--child", name,
+                                              "--workdir", str(workdir), "--repeat-index", str(repeat)],
+                                             env=dict(os.environ))
+                if code != 0:
+                    print(f"the {name} path failed (exit code {code})")
+                    return 1
+                processes.setdefault(name, []).append((wall, peak))
         report(args, workdir, processes)
     return 0
 

@@ -66,6 +66,11 @@ def create_app(store: JobStore, token: str | None, max_upload_bytes: int) -> Fas
     def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "devices": store.devices}
 
+    @app.get("/whoami", dependencies=[Depends(authorise)])
+    def whoami() -> dict[str, Any]:
+        """An authenticated ping: clients check their token here before submitting anything."""
+        return {"status": "ok", "authenticated": True, "version": __version__, "devices": store.devices}
+
     @app.post("/jobs", dependencies=[Depends(authorise)])
     async def submit(request: Request) -> JSONResponse:
         length = int(request.headers.get("content-length") or 0)

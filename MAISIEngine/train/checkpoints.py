@@ -158,7 +158,8 @@ def export_safetensors(model_dir: Path, dest: Path, dtype: torch.dtype = torch.f
     if inpaint:
         jobs.append(("controlnet_inpaint", model_dir / inpaint["weights"], INPAINT_NAMES["safetensors"]))
     for role, source, target_name in jobs:
-        checkpoint = extract_checkpoint(read_checkpoint_file(source), "controlnet" if role.startswith("controlnet") else role)
+        layout = "controlnet" if role.startswith("controlnet") else role
+        checkpoint = extract_checkpoint(read_checkpoint_file(source), layout)
         tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in checkpoint.state_dict.items()}
         metadata = {"role": role, "format": "maisi-safetensors/1"}
         if checkpoint.scale_factor is not None:

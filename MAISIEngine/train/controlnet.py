@@ -97,10 +97,14 @@ class ControlledUNet(torch.nn.Module):
                          mid_block_additional_residual=mid, **extra, **unet_kwargs)
 
 
-def make_controlnet(task: str, sources: ModelSources, unet: torch.nn.Module, device: torch.device) -> tuple[torch.nn.Module, str]:
+def make_controlnet(task: str, sources: ModelSources, unet: torch.nn.Module,
+                    device: torch.device) -> tuple[torch.nn.Module, str]:
     """The ControlNet to train: U-Net weights first, then --init weights when given."""
     preset = sources.preset
-    controlnet = build_inpaint_controlnet(preset, device) if task == "inpaint" else build_network("controlnet", preset, device)
+    if task == "inpaint":
+        controlnet: torch.nn.Module = build_inpaint_controlnet(preset, device)
+    else:
+        controlnet = build_network("controlnet", preset, device)
     init_controlnet_from_unet(controlnet, unet)
     origin = "U-Net"
     if task == "inpaint":
@@ -141,7 +145,7 @@ class ControlNetStage:
         self.scheduler = make_scheduler(preset)
         self.unet = unet.to(ctx.device).eval().requires_grad_(False)
         self.controlnet = controlnet.to(ctx.device).train()
-        self.model = wrap_ddp(ControlledUNet(self.controlnet, self.unet), ctx, find_unused=True)
+        self.model = wrap_ddp(ControlledUNet(self.controlnet, self.unet), ctx)
         self.optimizer = torch.optim.AdamW(self.controlnet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.sampler = LatentSampler(cache, config, self.factor, ctx.device)
         self.store = TensorStore(source, ctx.device, config.data_on_device)
@@ -183,7 +187,8 @@ class ControlNetStage:
                       [s * self.factor for s in size], fill) for d in draws]
         return torch.stack(crops)[:, None].to(self.ctx.device)
 
-    def _inpaint_inputs(self, step: int, slots: range, labels: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inpaint_inputs(self, step: int, slots: range, labels: torch.Tensor,
+                        image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tumor = torch.zeros_like(labels, dtype=torch.bool)
         for tumor_id in TUMOR_IDS:
             tumor |= labels == tumor_id
@@ -244,10 +249,10 @@ class ControlNetStage:
             prediction = self.model(noisy, timesteps, cond, modality, **inputs)
         return weighted_l1(prediction, diffusion_target(self.scheduler, x0, noise, timesteps), weights)
 
-    def train_step(self, step: int, slots: range, progress: float) -> dict[str, float]:
+    def train_step(self, step: int, slots: range, progress: float) -> dict[str, torch.Tensor | float]:
         loss = self.batch_loss(step, slots)
         optimizer_step(loss, self.optimizer, list(self.controlnet.parameters()), self.config.grad_clip)
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     def evaluate(self, step: int, slots: range) -> float:
         with torch.no_grad():

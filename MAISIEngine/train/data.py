@@ -15,6 +15,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -325,7 +326,6 @@ def make_phantom_volume(spec: PhantomSpec) -> TrainingVolume:
     """Generate one phantom and preprocess it like a real CT (module level so worker processes can run it)."""
     from MAISIEngine.phantom import make_phantom
 
-    torch.set_num_threads(1)
     phantom = make_phantom(size=spec.size, spacing=spec.spacing, region=spec.region, seed=spec.seed,
                            tumors=list(spec.tumors), strict_tumors=False)
     labels = np.asarray(phantom.labels, dtype=np.uint8)
@@ -351,8 +351,14 @@ def phantom_specs(count: int, seed: int, sizes: Sequence[Sequence[int]], spacing
         tumors: tuple[str, ...] = ()
         if rng.random() < tumor_fraction:
             tumors = (str(tumor_types[int(rng.integers(len(tumor_types)))]),)
-        specs.append(PhantomSpec(size, (in_plane, in_plane, axial), region, int(seed) * 100003 + index, tumors))  # type: ignore[arg-type]
+        spacing = (in_plane, in_plane, axial)
+        specs.append(PhantomSpec(size, spacing, region, int(seed) * 100003 + index, tumors))  # type: ignore[arg-type]
     return specs
+
+
+def _single_threaded() -> None:
+    """Worker processes each take one core; numpy/torch thread pools would oversubscribe them."""
+    torch.set_num_threads(1)
 
 
 class PhantomSource(VolumeSource):
@@ -363,11 +369,16 @@ class PhantomSource(VolumeSource):
             raise MaisiError("--phantoms must be at least 1", "e.g. --phantoms 16")
         self.specs = list(specs)
         workers = int(workers if workers is not None else min(len(self.specs), os.cpu_count() or 1))
+        self.volumes: list[TrainingVolume] = []
         if workers > 1 and len(self.specs) > 1:
-            # spawn: workers must not inherit a CUDA context or the parent's thread pools.
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                self.volumes = list(pool.map(make_phantom_volume, self.specs))
-        else:
+            try:
+                # spawn: workers must not inherit a CUDA context or the parent's thread pools.
+                with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                         initializer=_single_threaded) as pool:
+                    self.volumes = list(pool.map(make_phantom_volume, self.specs))
+            except (OSError, RuntimeError, BrokenProcessPool):
+                self.volumes = []  # no worker processes here (sandbox, no /dev/shm): make them in this one
+        if not self.volumes:
             self.volumes = [make_phantom_volume(s) for s in self.specs]
 
     def __len__(self) -> int:
@@ -376,8 +387,16 @@ class PhantomSource(VolumeSource):
     def get(self, index: int) -> TrainingVolume:
         return self.volumes[index]
 
+    def tumor_counts(self) -> dict[int, int]:
+        """Tumor label id -> number of phantoms holding it (tumors whose host was out of view are absent)."""
+        counts: dict[int, int] = {}
+        for volume in self.volumes:
+            for tumor_id in volume.tumor_ids():
+                counts[tumor_id] = counts.get(tumor_id, 0) + 1
+        return dict(sorted(counts.items()))
+
     def describe(self) -> str:
-        with_tumor = sum(1 for s in self.specs if s.tumors)
+        with_tumor = sum(1 for v in self.volumes if v.tumor_ids())
         return f"{len(self)} phantoms ({with_tumor} with tumors)"
 
 

@@ -158,10 +158,10 @@ class DiffusionStage:
             prediction = self.unet_ddp(x=noisy, timesteps=timesteps, **inputs)
         return weighted_l1(prediction, diffusion_target(self.scheduler, x0, noise, timesteps))
 
-    def train_step(self, step: int, slots: range, progress: float) -> dict[str, float]:
+    def train_step(self, step: int, slots: range, progress: float) -> dict[str, torch.Tensor | float]:
         loss = self.batch_loss(step, slots)
         optimizer_step(loss, self.optimizer, list(self.unet.parameters()), self.config.grad_clip)
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     def evaluate(self, step: int, slots: range) -> float:
         """The loss on the batch of `step` without training (to check learning on a fixed batch)."""

@@ -40,7 +40,9 @@ class Stage(Protocol):
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
 
-    def train_step(self, step: int, slots: range, progress: float) -> dict[str, float]: ...
+    def train_step(self, step: int, slots: range, progress: float) -> dict[str, torch.Tensor | float]: ...
+
+    def evaluate(self, step: int, slots: range) -> float: ...
 
     def extra_state(self) -> dict[str, Any]: ...
 
@@ -68,7 +70,7 @@ class TrainResult:
         values = [h[key] for h in self.history if key in h]
         if not values:
             return {}
-        n = min(window, len(values))
+        n = max(1, min(window, len(values) // 2))
         return {"first": sum(values[:n]) / n, "last": sum(values[-n:]) / n, "steps": float(len(values))}
 
 
@@ -151,9 +153,24 @@ class _TermAsInterrupt:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def _progress_bar(config: TrainConfig, ctx: DistContext, start: int, key: str) -> Any:
-    from tqdm import tqdm
+class _NoBar:
+    """Stands in for tqdm where it is not installed (bare training machines)."""
 
+    def set_postfix(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    def update(self, count: int = 1) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _progress_bar(config: TrainConfig, ctx: DistContext, start: int, key: str) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
     return tqdm(total=config.steps, initial=start, desc=f"train {key}", unit="step", dynamic_ncols=True,
                 disable=not (config.progress and ctx.is_main), mininterval=1.0)
 
@@ -198,10 +215,12 @@ def run_stage(stage: Stage, config: TrainConfig, ctx: DistContext, on_step: Step
                 if config.time_budget_s:
                     progress = max(progress, elapsed / config.time_budget_s)
                 lr = set_learning_rate(optimizers, lr_factor(progress, step, config.warmup_steps, config.min_lr_ratio))
-                values = stage.train_step(step, rank_slots(ctx.rank, config.batch_size), progress)
+                raw = stage.train_step(step, rank_slots(ctx.rank, config.batch_size), progress)
                 step += 1
+                values: dict[str, float] = {}
                 if step % config.log_every == 0 or step == config.steps:
-                    values = mean_across(values, ctx)
+                    # Reading the values waits for the GPU: only on logged steps, so it can run ahead otherwise.
+                    values = mean_across({k: float(v) for k, v in raw.items()}, ctx)
                     row = {"step": float(step), "lr": lr, "elapsed_s": time.perf_counter() - began, **values}
                     result.history.append(row)
                     log.write(row)

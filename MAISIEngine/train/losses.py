@@ -105,10 +105,10 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, paramet
     optimizer.step()
 
 
-def psnr_unit(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
+def psnr_unit(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR in dB for images in [0, 1] (a cheap training log; the model card uses MONAI's metric)."""
-    mse = F.mse_loss(reconstruction.float().clamp(0, 1), target.float()).item()
-    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+    mse = F.mse_loss(reconstruction.float().clamp(0, 1), target.float())
+    return -10.0 * torch.log10(mse.clamp_min(1e-12))
 
 
 def make_perceptual_loss(weights_path: str | None, device: torch.device) -> torch.nn.Module | None:

@@ -92,7 +92,8 @@ def _model_weight_path(preset: Preset, role: str) -> Path | None:
     return Path(resolve_weight_path(preset, role))
 
 
-def frozen_network(role: str, sources: ModelSources, device: torch.device, needed_by: str) -> tuple[torch.nn.Module, Checkpoint]:
+def frozen_network(role: str, sources: ModelSources, device: torch.device,
+                   needed_by: str) -> tuple[torch.nn.Module, Checkpoint]:
     """A network trained by an earlier stage: from the output folder, else from the --init model."""
     origins: list[tuple[Preset, str]] = []
     existing = model_preset(sources.out_dir)
@@ -127,7 +128,8 @@ def initial_checkpoint(role: str, sources: ModelSources) -> tuple[Checkpoint | N
     return None, "scratch"
 
 
-def trainable_network(role: str, sources: ModelSources, device: torch.device) -> tuple[torch.nn.Module, Checkpoint | None, str]:
+def trainable_network(role: str, sources: ModelSources,
+                      device: torch.device) -> tuple[torch.nn.Module, Checkpoint | None, str]:
     """Build the network to train and load its starting weights strictly (if any)."""
     model = build_network(role, sources.preset, device)
     checkpoint, origin = initial_checkpoint(role, sources)

@@ -14,6 +14,7 @@ from MAISIEngine.train.data import (
     ListSource,
     NiftiSource,
     PhantomSource,
+    PhantomSpec,
     VolumeSource,
     list_folder,
     phantom_specs,
@@ -46,7 +47,8 @@ def build_source(stage: str, *, data: str | Path | None = None, datalist: str | 
             phantom_spacing_range = (float(min(spacing)), float(max(spacing)))
         specs = phantom_specs(int(phantoms), seed, sizes, phantom_spacing_range, tumor_fraction=tumor_fraction)
         if spacing is not None:
-            specs = [type(s)(s.size, tuple(float(v) for v in spacing), s.region, s.seed, s.tumors) for s in specs]  # type: ignore[arg-type]
+            fixed = tuple(float(v) for v in spacing)
+            specs = [PhantomSpec(s.size, fixed, s.region, s.seed, s.tumors) for s in specs]  # type: ignore[arg-type]
         return PhantomSource(specs, workers=workers)
     cases = list_folder(data) if data is not None else read_datalist(datalist)  # type: ignore[arg-type]
     source = NiftiSource(cases, spacing=spacing, need_images=True, need_labels=needs_labels)

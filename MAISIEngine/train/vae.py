@@ -95,7 +95,7 @@ class VAEStage:
     def load_extra_state(self, extra: dict[str, Any]) -> None:
         return None
 
-    def train_step(self, step: int, slots: range, progress: float) -> dict[str, float]:
+    def train_step(self, step: int, slots: range, progress: float) -> dict[str, torch.Tensor | float]:
         config, device = self.config, self.ctx.device
         images = image_batch(self.store, config.seed, step, slots, config.size, config.augment_flips).to(device)
         latent_shape = (len(slots), self.latent_channels) + tuple(s // self.divisor for s in config.size)
@@ -107,11 +107,13 @@ class VAEStage:
         l1 = (reconstruction - images).abs().mean()
         kl = kl_divergence(z_mu, z_sigma)
         loss = l1 + config.kl_weight * kl
-        values = {"l1": l1.item(), "kl": kl.item(), "perceptual": 0.0, "adv_g": 0.0, "d_loss": 0.0}
+        zero = torch.zeros((), device=device)
+        values: dict[str, torch.Tensor | float] = {"l1": l1.detach(), "kl": kl.detach(), "perceptual": zero,
+                                                   "adv_g": zero, "d_loss": zero}
         if self.perceptual is not None:
             perceptual = self.perceptual(reconstruction, images)
             loss = loss + config.perceptual_weight * perceptual
-            values["perceptual"] = perceptual.item()
+            values["perceptual"] = perceptual.detach()
         if adversarial_on:
             # Gradients reach the generator through the discriminator, whose own weights stay out of it.
             self.discriminator.requires_grad_(False)
@@ -120,7 +122,7 @@ class VAEStage:
             adv_g = self.adversarial(logits.float(), target_is_real=True, for_discriminator=False)
             self.discriminator.requires_grad_(True)
             loss = loss + config.adv_weight * adv_g
-            values["adv_g"] = adv_g.item()
+            values["adv_g"] = adv_g.detach()
         optimizer_step(loss, self.opt_g, list(self.autoencoder.parameters()), config.grad_clip)
         if adversarial_on:
             batch = len(slots)
@@ -129,8 +131,8 @@ class VAEStage:
             d_loss = 0.5 * (self.adversarial(logits[:batch], target_is_real=False, for_discriminator=True)
                             + self.adversarial(logits[batch:], target_is_real=True, for_discriminator=True))
             optimizer_step(d_loss, self.opt_d, list(self.discriminator.parameters()), config.grad_clip)
-            values["d_loss"] = d_loss.item()
-        values["loss"] = loss.item()
+            values["d_loss"] = d_loss.detach()
+        values["loss"] = loss.detach()
         values["psnr"] = psnr_unit(reconstruction.detach(), images)
         return values
 

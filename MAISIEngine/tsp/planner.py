@@ -116,9 +116,15 @@ class _CostModel:
     def _working_set(self, shape: PassShape, rows: int) -> int:
         graph, lengths, row_el, item = self.graph, self.lengths, self.row_elements, self.itemsize
         n = lengths[shape.target]
-        lo = min(max(0, n // 2), n - rows) if rows < n else 0
-        need = regions(graph, shape, lengths, (lo, lo + rows))
-        prev = regions(graph, shape, lengths, (lo - rows, lo)) if lo >= rows else {}
+        first = regions(graph, shape, lengths, (0, min(rows, n)))
+        if rows >= n:
+            return self._segment_peak(shape, rows, first, {})
+        second = regions(graph, shape, lengths, (rows, min(2 * rows, n)))
+        return max(self._segment_peak(shape, rows, first, {}), self._segment_peak(shape, rows, second, first))
+
+    def _segment_peak(self, shape: PassShape, rows: int, need: dict, prev: dict) -> int:
+        """Peak bytes of evaluating one segment whose regions are `need`, after the segment `prev`."""
+        graph, lengths, row_el, item = self.graph, self.lengths, self.row_elements, self.itemsize
         remaining: dict[int, int] = {}
         for index in shape.members:
             for i in graph.nodes[index].inputs:
@@ -233,13 +239,19 @@ class _CostModel:
             kept = math.ceil(kept_peak / D)
             row_bytes = self.row_elements[target] * self.itemsize if dev_grow else 0
             n = self.lengths[target]
-            rows = force_rows or self.rows_within(shape, budget - self.weight_bytes - kept, row_bytes)
-            if rows <= 0:
-                return None
-            segments = math.ceil(n / rows)
-            if D > 1:
-                segments = min(n, max(D, math.ceil(segments / D) * D))
-            rows = math.ceil(n / segments)
+            left = budget - self.weight_bytes - kept
+            rows = force_rows or self.rows_within(shape, left, row_bytes)
+            while True:
+                if rows <= 0:
+                    return None
+                segments = math.ceil(n / rows)
+                if D > 1:
+                    segments = min(n, max(D, math.ceil(segments / D) * D))
+                balanced = math.ceil(n / segments)
+                if force_rows or self.working_set(shape, balanced) + balanced * row_bytes <= left:
+                    break
+                rows -= 1
+            rows = balanced
             pass_peaks.append(self.weight_bytes + kept + self.working_set(shape, rows) + rows * row_bytes)
             peak = max(peak, pass_peaks[-1])
             host_peak = max(host_peak, host + max(0, host_grow - freed_host))
@@ -317,6 +329,46 @@ def resolve_dtype(dtype, devices: list[torch.device]) -> torch.dtype:
     return _DTYPES[key]
 
 
+class _TooSmall(Exception):
+    def __init__(self, need: int) -> None:
+        self.need = need
+
+
+def _search(cost: _CostModel, budget: float, options: tuple[bool, ...], host_budget: float) -> _Outcome:
+    """Greedy choice of kept tensors (and their place: device or host memory).
+
+    First, while no plan fits, keep the tensor that lowers the smallest possible peak the most (raise
+    _TooSmall with that peak when nothing lowers it further). Then keep, one at a time, the tensor that
+    saves the most predicted time while the plan still fits.
+    """
+    keep: dict[int, bool] = {}
+    candidates = sorted(i for i in cost.normalised if i != INPUT_INDEX)
+
+    def trials(budget_: float, force_rows: int | None = None):
+        for c in candidates:
+            if c not in keep:
+                for off in options:
+                    trial = cost.simulate({**keep, c: off}, budget_, force_rows)
+                    if trial is not None and trial.host_peak <= host_budget:
+                        yield c, off, trial
+
+    best = cost.simulate(keep, budget)
+    while best is None:
+        floor = cost.simulate(keep, float("inf"), force_rows=1)
+        assert floor is not None
+        step = min(trials(float("inf"), 1), key=lambda t: t[2].peak, default=None)
+        if step is None or step[2].peak >= floor.peak:
+            raise _TooSmall(floor.peak)
+        keep[step[0]] = step[1]
+        best = cost.simulate(keep, budget)
+    while True:
+        step = min(trials(budget), key=lambda t: t[2].seconds, default=None)
+        if step is None or step[2].seconds >= best.seconds * 0.999:
+            return best
+        keep[step[0]] = step[1]
+        best = step[2]
+
+
 def make_plan(
     kind: str,
     graph: Graph,
@@ -344,35 +396,15 @@ def make_plan(
     input_bytes = math.prod(input_shape) * itemsize
     output_bytes = math.prod(output_shape) * output_itemsize if output_on_device else 0
     cost = _CostModel(graph, permuted, itemsize, len(devs), device_model(devs[0], compute), input_bytes, output_bytes)  # type: ignore[arg-type]
-    host_tier = any(d.type == "cuda" for d in devs)
-    host_budget = _host_available() * 0.8
-
-    best = cost.simulate({}, budget)
-    if best is None:
-        smallest = cost.simulate({}, float("inf"), force_rows=1)
-        need = smallest.peak if smallest is not None else budget
+    options = (False, True) if any(d.type == "cuda" for d in devs) else (False,)
+    try:
+        best = _search(cost, budget, options, _host_available() * 0.8)
+    except _TooSmall as small:
         raise MaisiError(
             f"a memory budget of {_fmt_bytes(budget)} is too small for {kind} of {'x'.join(map(str, input_shape[1:]))} "
-            f"(the smallest that works is {_fmt_bytes(need, up=True)})",
-            f"allow at least {_fmt_bytes(need, up=True)} (--max-gpu-memory / max_memory_bytes), or use a smaller volume",
-        )
-    keep: dict[int, bool] = {}
-    candidates = sorted(i for i in cost.normalised if i != INPUT_INDEX)
-    while True:
-        choice = None
-        for c in candidates:
-            if c in keep:
-                continue
-            for off in ((False, True) if host_tier else (False,)):
-                trial = cost.simulate({**keep, c: off}, budget)
-                if trial is None or trial.host_peak > host_budget:
-                    continue
-                if trial.seconds < best.seconds * 0.999 and (choice is None or trial.seconds < choice[2].seconds):
-                    choice = (c, off, trial)
-        if choice is None:
-            break
-        keep[choice[0]] = choice[1]
-        best = choice[2]
+            f"(the smallest that works is {_fmt_bytes(small.need, up=True)})",
+            f"allow at least {_fmt_bytes(small.need, up=True)} (--max-gpu-memory / max_memory_bytes), or use a smaller volume",
+        ) from None
     return Plan(
         kind=kind,
         input_shape=tuple(int(s) for s in input_shape),  # type: ignore[arg-type]

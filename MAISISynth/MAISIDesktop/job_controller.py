@@ -87,21 +87,22 @@ class JobController(QtCore.QObject):
         if job is None or job.returncode is not None:
             return
         QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.WaitCursor)
-        unreachable: OSError | None = None
+        problem = ""
         try:
             job.cancel()
         except OSError as exc:  # a server that cannot be reached any more (requests' errors are OSErrors)
-            unreachable = exc
+            problem = f"the server could not be told to stop the job ({exc.__class__.__name__})"
         finally:
             QtWidgets.QApplication.restoreOverrideCursor()
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
-        if unreachable is None:
+        if not problem and not job.is_running():
             self.poll()
             return
-        # Nothing more will come from that server for this job: stop following it here.
+        # A server that did not confirm the stop (gone, restarted): stop following the job here.
         self._timer.stop()
         self.job = None
-        self.logged.emit(f"The server could not be told to stop the job ({unreachable.__class__.__name__}).")
+        problem = problem or "the server did not confirm that the job stopped"
+        self.logged.emit(problem[:1].upper() + problem[1:] + ".")
         self.cancelled.emit()
         self.finished.emit()

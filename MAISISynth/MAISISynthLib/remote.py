@@ -39,6 +39,7 @@ class RemoteJob:
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
         self._unreturned: list[dict[str, Any]] = []
         self._done = threading.Event()
+        self._state_lock = threading.Lock()
         self._thread = threading.Thread(target=self._follow, name="maisi-remote-events", daemon=True)
         self._thread.start()
 
@@ -53,6 +54,11 @@ class RemoteJob:
             try:
                 with requests.get(f"{self.base_url}/jobs/{self.id}/events", params={"start": received},
                                   headers=self.headers, stream=True, timeout=(10, 60)) as response:
+                    if response.status_code == 404:  # the server lost the job (restarted, or it expired)
+                        self._queue.put({"event": "error", "message": "the server no longer knows this job",
+                                         "hint": "the server may have restarted; start the job again"})
+                        self._finish("failed")
+                        return
                     response.raise_for_status()
                     kind = "message"
                     for raw in response.iter_lines(decode_unicode=True):
@@ -72,19 +78,20 @@ class RemoteJob:
                 time.sleep(1.0)
 
     def _finish(self, status: str) -> None:
+        """Download the results of a finished job, then publish the exit code and `done` together."""
+        code = 1
         if status == "done":
             try:
                 self._download_results()
-                self.returncode = 0
+                code = 0
             except (requests.RequestException, OSError) as exc:
                 self._queue.put({"event": "error", "message": f"could not download the result: {exc}",
                                  "hint": "check the connection to the server and try again"})
-                self.returncode = 1
         elif status == "cancelled":
-            self.returncode = 130
-        else:
-            self.returncode = self.returncode if self.returncode is not None else 1
-        self._done.set()
+            code = 130
+        with self._state_lock:
+            self.returncode = code
+            self._done.set()
 
     def _download_results(self) -> None:
         state = requests.get(f"{self.base_url}/jobs/{self.id}", headers=self.headers, timeout=30).json()
@@ -159,13 +166,17 @@ class RemoteJobRunner:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def check(self) -> dict[str, Any]:
-        """The server's health answer; a clear error when it cannot be reached or refuses the token."""
+        """The server's answer to an authenticated ping; a clear error when unreachable or the token is refused."""
         try:
-            response = requests.get(f"{self.url}/health", timeout=10)
-            response.raise_for_status()
+            response = requests.get(f"{self.url}/whoami", headers=self.headers, timeout=10)
         except requests.RequestException as exc:
             raise MaisiError(f"cannot reach the MAISI server at {self.url} ({exc.__class__.__name__})",
                              "check the URL and that `maisi serve` runs there") from None
+        if response.status_code == 401:
+            raise MaisiError("the MAISI server refused the access token", "check the token file you chose")
+        if response.status_code != 200:
+            raise MaisiError(f"{self.url} did not answer like a MAISI server (HTTP {response.status_code})",
+                             "check the URL and that `maisi serve` runs there")
         return response.json()
 
     def start(self, job: dict[str, Any], workdir: Path) -> RemoteJob:
