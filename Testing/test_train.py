@@ -87,7 +87,7 @@ def test_each_stage_overfits_one_batch(stage: str, task: str, lr: float, steps: 
     torch.manual_seed(0)
     from MAISIEngine.train.runner import build_stage
 
-    built, _ = build_stage(cfg, block_source(), preset=str(tiny_preset_file) if stage == "vae" else None)
+    built = build_stage(cfg, block_source(), preset=str(tiny_preset_file) if stage == "vae" else None).stage
     for optimizer in built.optimizers().values():
         for group in optimizer.param_groups:
             group["base_lr"] = group["lr"]
@@ -449,6 +449,25 @@ def test_init_from_another_architecture_names_the_keys(tmp_path: Path, trained_t
     last = err.splitlines()[-1]
     assert code == 2 and last.startswith("error: --init diffusion_unet.pt: the autoencoder weights do not fit")
     assert "Traceback" not in err and sum(line.startswith("error:") for line in err.splitlines()) == 1
+
+
+def test_finetuning_from_a_model_writes_a_whole_model_directory(tmp_path: Path, trained_tiny: Path) -> None:
+    """--init MODEL: the ControlNet starts from the model's, the frozen VAE and U-Net come with it."""
+    from MAISIEngine.models import load_model
+    from MAISIEngine.train.runner import train_stage
+
+    out = tmp_path / "finetuned"
+    result = train_stage(config("controlnet", out, 1), block_source(), init=str(trained_tiny))
+    assert set(result.outputs) == {"controlnet"}
+    finetuned, original = load_model(out, "cpu"), load_model(trained_tiny, "cpu")
+    assert finetuned.preset.weights == {"controlnet": "controlnet.pt", "autoencoder": "autoencoder.pt",
+                                        "diffusion_unet": "diffusion_unet.pt"}
+    assert finetuned.scale_factor == pytest.approx(original.scale_factor)
+    for key, value in original.unet.state_dict().items():
+        assert torch.equal(finetuned.unet.state_dict()[key], value), key
+    changed = [k for k, v in original.controlnet.state_dict().items()
+               if not torch.equal(finetuned.controlnet.state_dict()[k], v)]
+    assert changed  # one training step moved the ControlNet away from the --init weights
 
 
 def test_later_stages_need_the_earlier_ones(tmp_path: Path, tiny_preset_file: Path) -> None:

@@ -35,7 +35,7 @@ def stage_gradients(model_dir: Path, work: Path, ctx: DistContext) -> dict[str, 
         config = TrainConfig(stage=stage_name, out_dir=work, steps=1, batch_size=per_process, lr=0.0, seed=11,
                              device="cpu", progress=False, size=(32, 32, 32), adv_start=0.0, adv_weight=0.1,
                              disc_channels=4)
-        stage, _ = build_stage(config, block_source(), ctx=ctx)
+        stage = build_stage(config, block_source(), ctx=ctx).stage
         stage.train_step(0, rank_slots(ctx.rank, per_process), progress=1.0)
         grads = {}
         for network_name, network in stage.trainable().items():

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,23 +115,15 @@ class StageMeter:
             return int(torch.cuda.max_memory_allocated())
         return _vm_hwm_bytes()
 
-    def stage(self, name: str) -> "_Stage":
-        return _Stage(self, name)
-
-
-class _Stage:
-    def __init__(self, meter: StageMeter, name: str) -> None:
-        self.meter, self.name = meter, name
-
-    def __enter__(self) -> "_Stage":
-        self.meter._reset()
-        self.start, self.cpu_start = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        peak = self.meter._peak()
-        elapsed, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu_start
-        self.meter.results[self.name] = {"s": elapsed, "cpu_s": cpu, "peak_bytes": peak}
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Measure the `with` block as stage `name`."""
+        self._reset()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        yield
+        peak = self._peak()
+        self.results[name] = {"s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu_start,
+                              "peak_bytes": peak}
 
 
 def run_child(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[int, float, int]:

@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     StageMeter,
     cached_model_directory,
     format_bytes,
@@ -91,15 +92,13 @@ def latent_shape(preset_raw: dict[str, Any], size: list[int]) -> tuple[int, ...]
     return (1, int(preset_raw["diffusion_unet"]["in_channels"]), *(s // factor for s in size))
 
 
-def initial_noise(shape: tuple[int, ...], seed: int) -> "torch.Tensor":  # noqa: F821
+def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """The same float32 noise both paths start from, drawn on the CPU from the seed."""
-    import torch
 
     return torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(seed), dtype=torch.float32)
 
 
-def synchronize(device: "torch.device") -> None:  # noqa: F821
-    import torch
+def synchronize(device: torch.device) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -116,7 +115,7 @@ def since(start: tuple[float, float]) -> list[float]:
 
 
 def save_outputs(workdir: Path, name: str, meter: StageMeter, steps: list[list[float]], total: list[float],
-                 latent: "torch.Tensor", decoded: "torch.Tensor", notes: list[str], repeat: int) -> None:  # noqa: F821
+                 latent: torch.Tensor, decoded: torch.Tensor, notes: list[str], repeat: int) -> None:
     np.save(workdir / f"{name}_latent.npy", latent.detach().float().cpu().numpy())
     np.save(workdir / f"{name}_decoded.npy", decoded.detach().float().cpu().numpy()[0, 0])
     record = {"stages": meter.results, "steps": steps, "total": total, "notes": notes,
@@ -129,7 +128,6 @@ def save_outputs(workdir: Path, name: str, meter: StageMeter, steps: list[list[f
 
 def run_ours(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any]) -> None:
     """The engine's generation path, stage by stage (the functions `pipeline.generate` calls)."""
-    import torch
 
     from MAISIEngine.io.nifti import Volume
     from MAISIEngine.models import load_model, resolve_device
@@ -174,9 +172,8 @@ def run_ours(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any]) ->
 # -------------------------------------------------------------------------------------------- reference
 
 
-def label_bits(labels: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+def label_bits(labels: torch.Tensor) -> torch.Tensor:
     """(1, 1, X, Y, Z) integer labels -> (1, 8, X, Y, Z) bytes, bit b of each label in channel b."""
-    import torch
 
     weights = (2 ** torch.arange(8, device=labels.device)).view(1, 8, 1, 1, 1)
     return (labels.long() & weights).ne(0).to(torch.uint8)
@@ -185,7 +182,6 @@ def label_bits(labels: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
 def run_reference(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any]) -> None:
     """MONAI's networks called the way the reference inference scripts call them."""
     import monai
-    import torch
     from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
     from monai.apps.generation.maisi.networks.controlnet_maisi import ControlNetMaisi
     from monai.apps.generation.maisi.networks.diffusion_model_unet_maisi import DiffusionModelUNetMaisi
@@ -272,7 +268,6 @@ def run_reference(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any
 def reference_decode(autoencoder: Any, scale_factor: Any, latents: Any, inputs: dict[str, Any], device: Any,
                      inferer_class: Any) -> tuple[Any, str]:
     """The reference's decode: the whole latent at once when it fits one window, else gaussian sliding windows."""
-    import torch
 
     class ScaledDecoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -411,11 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.steps < 1 or args.repeat < 1:
         raise SystemExit("--steps and --repeat must be at least 1")
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SystemExit(f"--device {args.device} was asked for but CUDA is not available here; use --device cpu")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device} was asked for but CUDA is not available here; use --device cpu")
     for line in machine_lines(args.device):
         print(line)
     print(f"model {args.model} (random weights, real architecture), output {'x'.join(map(str, args.size))} "

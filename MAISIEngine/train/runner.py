@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -61,8 +62,30 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class BuiltStage:
+    """A stage ready to run, its process context, and the frozen networks it trains against."""
+
+    stage: Stage
+    ctx: DistContext
+    preset: Preset
+    frozen: dict[str, tuple[torch.nn.Module, float | None]] = field(default_factory=dict)
+
+
+def complete_model_directory(out_dir: Path, preset: Preset,
+                             frozen: dict[str, tuple[torch.nn.Module, float | None]]) -> None:
+    """Write the frozen networks the directory lacks (e.g. taken from --init), so it is a whole model."""
+    from MAISIEngine.train.checkpoints import model_preset, write_role
+
+    present = model_preset(out_dir)
+    for role, (network, scale) in frozen.items():
+        if present is None or role not in present.weights:
+            write_role(out_dir, preset, role, network, scale)
+            present = model_preset(out_dir)
+
+
 def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None = None, init: str | None = None,
-                ctx: DistContext | None = None, log: Log | None = None) -> tuple[Stage, DistContext]:
+                ctx: DistContext | None = None, log: Log | None = None) -> BuiltStage:
     """The stage object with its networks loaded (starting weights, frozen earlier stages, latent cache)."""
     if config.stage not in STAGES:
         raise MaisiError(f"unknown training stage '{config.stage}'", f"use one of {', '.join(STAGES)}")
@@ -83,6 +106,7 @@ def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
         f"{ctx.world_size} process(es) x batch {config.batch_size}")
     _seed_everything(config.seed)
     device = ctx.device
+    frozen: dict[str, tuple[torch.nn.Module, float | None]] = {}
     if config.stage == "vae":
         from MAISIEngine.train.vae import VAEStage
 
@@ -91,6 +115,7 @@ def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
         stage = VAEStage(config, ctx, model_preset, source, autoencoder)
     else:
         autoencoder, _ = frozen_network("autoencoder", sources, device, config.stage)
+        frozen["autoencoder"] = (autoencoder, None)
         cache = build_latent_cache(autoencoder, source, model_preset.size_divisor, config.out_dir, ctx, config.amp, say)
         if config.stage == "diffusion":
             from MAISIEngine.train.diffusion import DiffusionStage
@@ -104,6 +129,7 @@ def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
             from MAISIEngine.train.controlnet import ControlNetStage, make_controlnet
 
             unet, unet_checkpoint = frozen_network("diffusion_unet", sources, device, "ControlNet")
+            frozen["diffusion_unet"] = (unet, unet_checkpoint.scale_factor)
             if unet_checkpoint.scale_factor is None:
                 raise MaisiError("the diffusion checkpoint carries no scale_factor",
                                  "use a U-Net trained by `maisi train diffusion` or an official checkpoint")
@@ -111,15 +137,18 @@ def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
             say(f"ControlNet ({config.task}) starts from {origin}")
             stage = ControlNetStage(config, ctx, model_preset, source, cache, unet, controlnet,
                                     unet_checkpoint.scale_factor)
-    return stage, ctx
+    return BuiltStage(stage, ctx, model_preset, frozen)
 
 
 def train_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None = None, init: str | None = None,
                 ctx: DistContext | None = None, on_step: StepHook | None = None,
                 log: Log | None = None) -> TrainResult:
     """Train one stage into `config.out_dir` and return its losses and written files."""
-    stage, ctx = build_stage(config, source, preset=preset, init=init, ctx=ctx, log=log)
-    return run_stage(stage, config, ctx, on_step=on_step)
+    built = build_stage(config, source, preset=preset, init=init, ctx=ctx, log=log)
+    result = run_stage(built.stage, config, built.ctx, on_step=on_step)
+    if not result.interrupted and built.ctx.is_main:
+        complete_model_directory(Path(config.out_dir), built.preset, built.frozen)
+    return result
 
 
-__all__ = ["ListSource", "build_source", "build_stage", "train_stage"]
+__all__ = ["BuiltStage", "ListSource", "build_source", "build_stage", "train_stage"]

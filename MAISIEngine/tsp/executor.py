@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from MAISIEngine.tsp.graph import ADD, CONV, NORM, UPSAMPLE, Graph, Node
-from MAISIEngine.tsp.segments import PassShape, Rows, clip, input_rows, pass_shape, regions, split_rows
+from MAISIEngine.tsp.segments import Rows, Schedule, clip, input_rows, pass_shape
 from MAISIEngine.tsp.stats import GroupStats
 
 CHANNELS_LAST = torch.channels_last_3d
@@ -141,53 +141,89 @@ class Executor:
 
     def _run_pass(self, k: int, spec: PassSpec, lengths: list[int], store: dict[int, Stored], out_view: torch.Tensor, pool) -> None:
         graph, shape = self.graph, self.shapes[k]
-        segments = split_rows(lengths[spec.target], spec.segments)
-        needs = [regions(graph, shape, lengths, rows) for rows in segments]
+        n = lengths[spec.target]
+        step_rows = -(-n // spec.segments)
         D = len(self.devices)
-        runs = [list(range(j * len(segments) // D, (j + 1) * len(segments) // D)) for j in range(D)]
+        bounds = [(j * n) // D for j in range(D + 1)]
+        runs = [_Run(Schedule(graph, shape, lengths, (bounds[j], bounds[j + 1]), step_rows), j)
+                for j in range(D) if bounds[j + 1] > bounds[j]]
         releasing = [r for r in shape.reads if self.last_reader[r] == k]
-        norms = [n for n in graph.nodes if n.op == NORM and n.inputs[0] == spec.target]
-        stats = {n.index: [GroupStats(n.channels, graph.modules[n.index].num_groups) for _ in self.devices] for n in norms}
-        carries: list[dict[int, tuple[int, torch.Tensor]]] = [{} for _ in self.devices]
+        norms = [nd for nd in graph.nodes if nd.op == NORM and nd.inputs[0] == spec.target]
+        stats = {nd.index: [GroupStats(nd.channels, graph.modules[nd.index].num_groups) for _ in self.devices] for nd in norms}
         produced = Stored() if spec.store else None
 
-        def work(j: int, s: int) -> torch.Tensor:
-            following = needs[s + 1] if s + 1 in runs[j] else None
+        def work(run: _Run) -> tuple[int, int, torch.Tensor] | None:
             with torch.inference_mode():
-                value = self._segment(shape, needs[s], following, carries[j], lengths, store, self.weights[j])
-                for n in norms:
-                    stats[n.index][j].add(value)
-            return value
+                emitted = self._step(run, store, lengths)
+                if emitted is not None:
+                    for nd in norms:
+                        stats[nd.index][run.device].add(emitted[2])
+                return emitted
 
-        for step in range(max(len(run) for run in runs)):
-            jobs = [(j, runs[j][step]) for j in range(D) if step < len(runs[j])]
-            if pool is None:
-                values = [work(j, s) for j, s in jobs]
-            else:
-                values = list(pool.map(lambda job: work(*job), jobs))
-            for j, s in jobs:
-                lo, hi = segments[s]
-                value = values.pop(0)
+        while any(not run.schedule.finished for run in runs):
+            active = [run for run in runs if not run.schedule.finished]
+            results = [work(run) for run in active] if pool is None else list(pool.map(work, active))
+            for emitted in results:
+                if emitted is None:
+                    continue
+                lo, hi, value = emitted
                 if spec.target == graph.output:
                     out_view[:, :, lo:hi].copy_(value)
                 elif produced is not None:
                     produced.add(lo, hi, *self._keep(value, spec.offload))
-                del value  # free the segment before the next one is computed
-            upcoming = [needs[runs[j][step + 1]] for j in range(D) if step + 1 < len(runs[j])]
+                del value  # free the rows before the next step computes
+            del results
             for r in releasing:
-                store[r].release_below(min((u[r][0] for u in upcoming), default=lengths[r]))
+                store[r].release_below(min(run.keep.get(r, lengths[r]) for run in runs))
         for r in releasing:
             del store[r]
         if produced is not None:
             store[spec.target] = produced
-        for n in norms:
-            total = stats[n.index][0]
-            for extra in stats[n.index][1:]:
+        for nd in norms:
+            total = stats[nd.index][0]
+            for extra in stats[nd.index][1:]:
                 total.merge(extra)
-            module = graph.modules[n.index]
+            module = graph.modules[nd.index]
             mean, rstd = total.finish(module.eps)
             for weights in self.weights:
-                weights.set_norm(n.index, mean, rstd, module)
+                weights.set_norm(nd.index, mean, rstd, module)
+
+    def _step(self, run: "_Run", store: dict[int, Stored], lengths: list[int]) -> tuple[int, int, torch.Tensor] | None:
+        """One step of a device's schedule; returns the target rows it produced, if any."""
+        graph, schedule, buffers = self.graph, run.schedule, run.buffers
+        weights = self.weights[run.device]
+        emitted = None
+        for v, lo, hi in schedule.step():
+            node = graph.nodes[v]
+            sources = []
+            for i in node.inputs:
+                rows = clip(input_rows(node, lo, hi, lengths[i]), lengths[i])
+                if i in schedule.shape.reads:
+                    tensor, _ = store[i].read(rows, weights.device)
+                    sources.append((i, tensor, rows[0], False))
+                else:
+                    start, tensor = buffers[i]
+                    whole = len(schedule.consumers[i]) == 1 and rows == (start, start + tensor.shape[2])
+                    sources.append((i, tensor, start, whole))
+            new = self._apply(node, lo, hi, sources, lengths, weights)
+            del sources
+            if v == schedule.shape.target:
+                emitted = (lo, hi, new)
+            elif v in buffers:
+                start, old = buffers[v]
+                buffers[v] = (start, torch.cat([old, new], dim=2))
+            else:
+                buffers[v] = (lo, new)
+            del new
+        run.keep = schedule.keep_from()
+        for v in list(buffers):
+            start, tensor = buffers[v]
+            first = run.keep[v]
+            if first >= start + tensor.shape[2]:
+                del buffers[v]
+            elif first > start:  # copy the few rows still needed so the rest is freed
+                buffers[v] = (first, tensor[:, :, first - start :].clone(memory_format=CHANNELS_LAST))
+        return emitted
 
     def _keep(self, value: torch.Tensor, offload: bool) -> tuple[torch.Tensor, object]:
         """A produced chunk as kept: as is, or copied to pinned host memory on a side stream."""
@@ -203,73 +239,36 @@ class Executor:
         ready.record(stream)
         return host, ready
 
-    def _segment(self, shape: PassShape, need: dict[int, Rows], following: dict[int, Rows] | None,
-                 carry: dict[int, tuple[int, torch.Tensor]], lengths: list[int], store: dict[int, Stored],
-                 weights: DeviceWeights) -> torch.Tensor:
-        """Evaluate the members of a pass over the rows `need` gives them; returns the target rows.
-
-        Rows carried from the previous segment are reused; the rows the following segment will need
-        again are copied into `carry` before anything may modify them in place.
-        """
-        graph = self.graph
-        remaining: dict[int, int] = {}
-        for index in shape.members:
-            for i in graph.nodes[index].inputs:
-                remaining[i] = remaining.get(i, 0) + 1
-        values: dict[int, tuple[torch.Tensor, bool]] = {r: store[r].read(need[r], weights.device) for r in shape.reads}
-        for index in shape.members:
-            node = graph.nodes[index]
-            a, b = need[index]
-            start, old = carry.pop(index, (a, None))
-            fresh = a if old is None else start + old.shape[2]
-            sources = []
-            for i in node.inputs:
-                src, owned = values[i]
-                remaining[i] -= 1
-                sources.append((i, src, owned and remaining[i] == 0))
-            parts = [] if old is None else [old[:, :, a - start :]]
-            if fresh < b:
-                parts.append(self._apply(node, fresh, b, sources, need, lengths, weights))
-            value = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
-            del parts, sources
-            if following is not None and index in following and following[index][0] < b:
-                carry[index] = (following[index][0], value[:, :, following[index][0] - a :].clone(memory_format=CHANNELS_LAST))
-            values[index] = (value, True)
-            for i in node.inputs:
-                if remaining[i] == 0:
-                    values.pop(i, None)
-        return values[shape.target][0]
-
-    def _apply(self, node: Node, lo: int, hi: int, sources, need, lengths, weights: DeviceWeights) -> torch.Tensor:
-        """Rows [lo, hi) of one node from its inputs' rows."""
+    def _apply(self, node: Node, lo: int, hi: int, sources, lengths, weights: DeviceWeights) -> torch.Tensor:
+        """Rows [lo, hi) of one node; each source is (index, tensor, its first row, reusable in place)."""
         if node.op == CONV:
-            return self._conv(node, lo, hi, sources[0], need, lengths, weights)
+            return self._conv(node, lo, hi, sources[0], lengths, weights)
         if node.op == UPSAMPLE:
-            i, src, _ = sources[0]
+            i, src, first, _ = sources[0]
             a, b = clip(input_rows(node, lo, hi, lengths[i]), lengths[i])
-            up = F.interpolate(src[:, :, a - need[i][0] : b - need[i][0]], scale_factor=2.0, mode="trilinear")
+            up = F.interpolate(src[:, :, a - first : b - first], scale_factor=2.0, mode="trilinear")
             return up[:, :, lo - 2 * a : hi - 2 * a]
         if node.op == NORM:
-            i, src, reusable = sources[0]
-            x = src[:, :, lo - need[i][0] : hi - need[i][0]]
+            i, src, first, reusable = sources[0]
+            x = src[:, :, lo - first : hi - first]
             mean, scale, bias = weights.norm[node.index]
             y = x.sub_(mean) if reusable else torch.sub(x, mean).contiguous(memory_format=CHANNELS_LAST)
             y.mul_(scale).add_(bias)
             return F.silu(y, inplace=True) if node.silu else y
         if node.op == ADD:
-            parts = sorted(((src[:, :, lo - need[i][0] : hi - need[i][0]], reusable) for i, src, reusable in sources),
+            parts = sorted(((src[:, :, lo - first : hi - first], reusable) for i, src, first, reusable in sources),
                            key=lambda p: not p[1])
             if parts[0][1]:
                 return parts[0][0].add_(parts[1][0])
             return torch.add(parts[0][0], parts[1][0]).contiguous(memory_format=CHANNELS_LAST)
         raise AssertionError(f"unexpected node {node.op}")
 
-    def _conv(self, node: Node, lo: int, hi: int, source, need, lengths, weights: DeviceWeights) -> torch.Tensor:
+    def _conv(self, node: Node, lo: int, hi: int, source, lengths, weights: DeviceWeights) -> torch.Tensor:
         """Output rows [lo, hi) of a convolution; zero rows beyond the volume come from conv padding."""
-        i, src, _ = source
+        i, src, first, _ = source
         a, b = input_rows(node, lo, hi, lengths[i])
         ca, cb = clip((a, b), lengths[i])
-        x = src[:, :, ca - need[i][0] : cb - need[i][0]]
+        x = src[:, :, ca - first : cb - first]
         weight, bias = weights.conv[node.index]
         p0, p1 = node.pad
         before, after = ca - a, b - cb
@@ -283,3 +282,13 @@ class Executor:
             y = F.conv3d(x, weight, bias, padding=(p0, p0, p0))
             return y[:, :, p0 - before : p0 - before + (hi - lo)]
         return F.conv3d(F.pad(x, (0, 0, 0, 0, before, after)), weight, bias, stride=node.stride, padding=(0, p0, p0))
+
+
+class _Run:
+    """One device's part of a pass: its schedule, the rows each node still holds, what reads must keep."""
+
+    def __init__(self, schedule: Schedule, device: int) -> None:
+        self.schedule = schedule
+        self.device = device
+        self.buffers: dict[int, tuple[int, torch.Tensor]] = {}
+        self.keep: dict[int, int] = {}

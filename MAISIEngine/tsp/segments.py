@@ -1,9 +1,10 @@
-"""Row arithmetic along the split axis: which input rows each output row needs, and pass structure.
+"""Row arithmetic along the split axis: which input rows each output row needs, and pass schedules.
 
-The executor always splits along the first spatial axis (the caller's chosen axis is permuted there),
-so a segment is a range of rows [lo, hi). A *pass* computes one target tensor segment by segment,
-recomputing the tensors it needs that are not stored ("virtual") with exactly the halo each
-convolution, interpolation and residual addition requires.
+The executor always splits along the first spatial axis (the caller's chosen axis is permuted there).
+A *pass* computes one target tensor; the tensors it needs that are not kept are recomputed inside it.
+`Schedule` streams a pass like a line-buffer pipeline: at every step each node computes the next few
+rows its inputs allow, and keeps only the rows (the halo) its consumers still need. Every row is
+computed once, and a node holds a few rows, not the whole tensor.
 """
 
 from __future__ import annotations
@@ -74,3 +75,75 @@ def regions(graph: Graph, shape: PassShape, lengths: list[int], rows: Rows) -> d
                 a, b = min(a, need[i][0]), max(b, need[i][1])
             need[i] = (a, b)
     return need
+
+
+def output_rows_ready(node: Node, start: int, done_in: int, n_in: int, n_out: int) -> int:
+    """The largest end e such that output rows [start, e) only read input rows below `done_in`."""
+    if done_in >= n_in:
+        return n_out
+    lo, hi = start, n_out
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if clip(input_rows(node, start, mid, n_in), n_in)[1] <= done_in:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class Schedule:
+    """Row bookkeeping of one pass over target rows `rows`, advancing about `step_rows` per step.
+
+    `step()` returns the (node, lo, hi) computations of the next step in execution order; `keep_from()`
+    gives, for every member and read tensor, the first row any consumer still needs afterwards.
+    """
+
+    def __init__(self, graph: Graph, shape: PassShape, lengths: list[int], rows: Rows, step_rows: int) -> None:
+        self.graph = graph
+        self.shape = shape
+        self.lengths = lengths
+        first = regions(graph, shape, lengths, (rows[0], rows[0] + 1))
+        last = regions(graph, shape, lengths, (rows[1] - 1, rows[1]))
+        self.limit = {v: last[v][1] for v in last}
+        self.start = {v: first[v][0] for v in first}
+        self.done = {v: self.start[v] for v in shape.members}
+        for r in shape.reads:
+            self.done[r] = lengths[r]
+        n_target = lengths[shape.target]
+        self.cap = {v: max(1, -(-step_rows * lengths[v] // n_target)) for v in shape.members}
+        self.consumers: dict[int, list[int]] = {v: [] for v in first}
+        for v in shape.members:
+            for i in graph.nodes[v].inputs:
+                self.consumers[i].append(v)
+
+    @property
+    def finished(self) -> bool:
+        return self.done[self.shape.target] >= self.limit[self.shape.target]
+
+    def step(self) -> list[tuple[int, int, int]]:
+        work = []
+        for v in self.shape.members:
+            node = self.graph.nodes[v]
+            end = min(self.limit[v], self.done[v] + self.cap[v])
+            for i in node.inputs:
+                end = min(end, output_rows_ready(node, self.done[v], self.done[i], self.lengths[i], self.lengths[v]))
+            if end > self.done[v]:
+                work.append((v, self.done[v], end))
+                self.done[v] = end
+        if not work:
+            raise AssertionError("tensor-splitting schedule made no progress")
+        return work
+
+    def keep_from(self) -> dict[int, int]:
+        """For each member (but the target) and read: the lowest row still needed by a consumer."""
+        out = {}
+        for v, users in self.consumers.items():
+            if v == self.shape.target:
+                continue
+            first = self.done[v]
+            for c in users:
+                if self.done[c] < self.limit[c]:
+                    lo, _ = clip(input_rows(self.graph.nodes[c], self.done[c], self.done[c] + 1, self.lengths[v]), self.lengths[v])
+                    first = min(first, lo)
+            out[v] = first
+        return out

@@ -70,7 +70,12 @@ def resolve_weight_path(preset: Preset, role: str) -> Path:
                 f"run `maisi weights download {name}` to fetch it again",
             )
         return state.path
-    filename = _filename(preset, role)
+    return resolve_model_file(preset, _filename(preset, role), role)
+
+
+def resolve_model_file(preset: Preset, filename: str, role: str) -> Path:
+    """A file that ships with a package or directory model (e.g. its inpainting ControlNet)."""
+    source = preset.weights_source
     if source == "package":
         path = _package_path(preset, filename)
         if not path.is_file():
