@@ -470,6 +470,15 @@ def test_finetuning_from_a_model_writes_a_whole_model_directory(tmp_path: Path, 
     assert changed  # one training step moved the ControlNet away from the --init weights
 
 
+def test_crop_sizes_the_unet_cannot_take_are_refused(tmp_path: Path, trained_tiny: Path) -> None:
+    from MAISIEngine.train.runner import train_stage
+
+    out = tmp_path / "model"
+    shutil.copytree(trained_tiny, out)
+    with pytest.raises(MaisiError, match=r"crop size \(40, 40, 40\) .* multiple of 16"):
+        train_stage(config("diffusion", out, 1, size=(40, 40, 40)), block_source())
+
+
 def test_later_stages_need_the_earlier_ones(tmp_path: Path, tiny_preset_file: Path) -> None:
     from MAISIEngine.train.runner import train_stage
 

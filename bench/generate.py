@@ -94,12 +94,11 @@ def latent_shape(preset_raw: dict[str, Any], size: list[int]) -> tuple[int, ...]
 
 def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """The same float32 noise both paths start from, drawn on the CPU from the seed."""
-
     return torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(seed), dtype=torch.float32)
 
 
 def synchronize(device: torch.device) -> None:
-
+    """Wait for queued CUDA work, so a stage's time includes it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -128,7 +127,6 @@ def save_outputs(workdir: Path, name: str, meter: StageMeter, steps: list[list[f
 
 def run_ours(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any]) -> None:
     """The engine's generation path, stage by stage (the functions `pipeline.generate` calls)."""
-
     from MAISIEngine.io.nifti import Volume
     from MAISIEngine.models import load_model, resolve_device
     from MAISIEngine.pipeline import build_conditions, decode_latent, seeded_noise
@@ -162,10 +160,7 @@ def run_ours(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any]) ->
         decoded = decode_latent(model, latent / model.scale_factor)
         synchronize(device)
     total = since(start)
-    from MAISIEngine import tsp
-
-    notes = ["decode: exact TSP decoder (MAISIEngine.tsp.decode)" if hasattr(tsp, "decode")
-             else "decode: autoencoder.decode_stage_2_outputs (TSP decoder not installed)"]
+    notes = ["decode: exact TSP decoder (MAISIEngine.tsp.decode)"]
     save_outputs(workdir, "ours", meter, steps, total, latent, decoded, notes, args.repeat_index)
 
 
@@ -174,25 +169,22 @@ def run_ours(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any]) ->
 
 def label_bits(labels: torch.Tensor) -> torch.Tensor:
     """(1, 1, X, Y, Z) integer labels -> (1, 8, X, Y, Z) bytes, bit b of each label in channel b."""
-
     weights = (2 ** torch.arange(8, device=labels.device)).view(1, 8, 1, 1, 1)
     return (labels.long() & weights).ne(0).to(torch.uint8)
 
 
-def run_reference(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any]) -> None:
-    """MONAI's networks called the way the reference inference scripts call them."""
+def load_reference_networks(raw: dict[str, Any], model_dir: Path, splits: int, device: torch.device) -> dict[str, Any]:
+    """Build and load the three networks and the scheduler as the reference's model loader does.
+
+    A function of its own, as in the reference, so the checkpoint dictionaries are freed on return.
+    """
     import monai
     from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
     from monai.apps.generation.maisi.networks.controlnet_maisi import ControlNetMaisi
     from monai.apps.generation.maisi.networks.diffusion_model_unet_maisi import DiffusionModelUNetMaisi
-    from monai.inferers import SlidingWindowInferer
     from monai.networks.schedulers import RFlowScheduler
 
-    device = torch.device(args.device if args.device != "cuda" else "cuda:0")
     cuda = device.type == "cuda"
-    meter = StageMeter(str(device))
-    model_dir = Path(inputs["model_dir"])
-    raw = json.loads((model_dir / "preset.json").read_text())
     files = {role: model_dir / name for role, name in raw["weights"].items()}
 
     def network_kwargs(role: str) -> dict[str, Any]:
@@ -201,27 +193,43 @@ def run_reference(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any
             kwargs["use_flash_attention"] = bool(kwargs["use_flash_attention"]) and cuda  # MONAI refuses it on CPU
         return kwargs
 
+    vae_kwargs = network_kwargs("autoencoder")
+    vae_kwargs["num_splits"] = splits
+    if not cuda:  # its float16 GroupNorm relies on CUDA autocast; on CPU it would feed float16 to float32 convs
+        vae_kwargs["norm_float16"] = False
+    autoencoder = AutoencoderKlMaisi(**vae_kwargs).to(device)
+    state = torch.load(files["autoencoder"], map_location="cpu", weights_only=True)
+    autoencoder.load_state_dict(state.get("unet_state_dict", state))
+    unet = DiffusionModelUNetMaisi(**network_kwargs("diffusion_unet")).to(device)
+    unet_checkpoint = torch.load(files["diffusion_unet"], map_location="cpu", weights_only=True)
+    unet.load_state_dict(unet_checkpoint["unet_state_dict"], strict=False)
+    scale_factor = unet_checkpoint["scale_factor"].to(device)
+    controlnet = ControlNetMaisi(**network_kwargs("controlnet")).to(device)
+    control_checkpoint = torch.load(files["controlnet"], map_location="cpu", weights_only=True)
+    monai.networks.utils.copy_model_state(controlnet, unet.state_dict())
+    controlnet.load_state_dict(control_checkpoint["controlnet_state_dict"], strict=False)
+    scheduler_kwargs = {k: v for k, v in raw["scheduler"].items() if k != "type"}
+    scheduler = RFlowScheduler(**scheduler_kwargs, **REFERENCE_SCHEDULER_EXTRA)
+    for network in (autoencoder, unet, controlnet):
+        network.eval()
+    return {"autoencoder": autoencoder, "unet": unet, "controlnet": controlnet, "scale_factor": scale_factor,
+            "scheduler": scheduler, "vae_kwargs": vae_kwargs}
+
+
+def run_reference(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any]) -> None:
+    """MONAI's networks called the way the reference inference scripts call them."""
+    from monai.inferers import SlidingWindowInferer
+
+    device = torch.device(args.device if args.device != "cuda" else "cuda:0")
+    cuda = device.type == "cuda"
+    meter = StageMeter(str(device))
+    raw = json.loads((Path(inputs["model_dir"]) / "preset.json").read_text())
     start = clock()
     with meter.stage("load"):
-        vae_kwargs = network_kwargs("autoencoder")
-        vae_kwargs["num_splits"] = inputs["reference_splits"]
-        if not cuda:  # its float16 GroupNorm relies on CUDA autocast; on CPU it would feed float16 to float32 convs
-            vae_kwargs["norm_float16"] = False
-        autoencoder = AutoencoderKlMaisi(**vae_kwargs).to(device)
-        state = torch.load(files["autoencoder"], map_location="cpu", weights_only=True)
-        autoencoder.load_state_dict(state.get("unet_state_dict", state))
-        unet = DiffusionModelUNetMaisi(**network_kwargs("diffusion_unet")).to(device)
-        unet_checkpoint = torch.load(files["diffusion_unet"], map_location="cpu", weights_only=True)
-        unet.load_state_dict(unet_checkpoint["unet_state_dict"], strict=False)
-        scale_factor = unet_checkpoint["scale_factor"].to(device)
-        controlnet = ControlNetMaisi(**network_kwargs("controlnet")).to(device)
-        control_checkpoint = torch.load(files["controlnet"], map_location="cpu", weights_only=True)
-        monai.networks.utils.copy_model_state(controlnet, unet.state_dict())
-        controlnet.load_state_dict(control_checkpoint["controlnet_state_dict"], strict=False)
-        scheduler_kwargs = {k: v for k, v in raw["scheduler"].items() if k != "type"}
-        scheduler = RFlowScheduler(**scheduler_kwargs, **REFERENCE_SCHEDULER_EXTRA)
-        for network in (autoencoder, unet, controlnet):
-            network.eval()
+        loaded = load_reference_networks(raw, Path(inputs["model_dir"]), inputs["reference_splits"], device)
+    autoencoder, unet, controlnet = loaded["autoencoder"], loaded["unet"], loaded["controlnet"]
+    scale_factor, scheduler, vae_kwargs = loaded["scale_factor"], loaded["scheduler"], loaded["vae_kwargs"]
+    del loaded
 
     half = (lambda t: t.half()) if cuda else (lambda t: t.float())
     with meter.stage("conditions"):
@@ -229,9 +237,6 @@ def run_reference(args: argparse.Namespace, workdir: Path, inputs: dict[str, Any
         control_input = half(label_bits(labels))
         spacing = half(torch.tensor(inputs["spacing"], dtype=torch.float32).unsqueeze(0)).to(device) * 100
         modality = torch.ones((1,), dtype=torch.long, device=device) if raw["diffusion_unet"].get("num_class_embeds") else None
-    include_region = bool(raw["diffusion_unet"].get("include_top_region_index_input"))
-    if include_region:
-        raise SystemExit("the reference path here covers the rflow models only")
 
     steps: list[list[float]] = []
     precision = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()

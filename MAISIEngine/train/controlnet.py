@@ -147,7 +147,7 @@ class ControlNetStage:
         self.controlnet = controlnet.to(ctx.device).train()
         self.model = wrap_ddp(ControlledUNet(self.controlnet, self.unet), ctx)
         self.optimizer = torch.optim.AdamW(self.controlnet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.sampler = LatentSampler(cache, config, self.factor, ctx.device)
+        self.sampler = LatentSampler(cache, config, self.factor, ctx.device, preset.size_divisor)
         self.store = TensorStore(source, ctx.device, config.data_on_device)
         self.needs_region = bool(preset.diffusion_unet.get("include_top_region_index_input"))
         self._tumor_points: dict[int, np.ndarray] = {}

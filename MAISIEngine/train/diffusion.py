@@ -41,14 +41,20 @@ class LatentDraw:
 class LatentSampler:
     """Latent crops for a step: one size per step (a batch shares a shape), position per sample."""
 
-    def __init__(self, cache: LatentCache, config: TrainConfig, downsample: int, device: torch.device) -> None:
+    def __init__(self, cache: LatentCache, config: TrainConfig, downsample: int, device: torch.device,
+                 size_divisor: int = 1) -> None:
+        latent_divisor = max(1, size_divisor // downsample)
+        wanted = list(config.latent_sizes) or [tuple(max(1, s // downsample) for s in config.size)]
+        bad = [tuple(int(v) * downsample for v in size) for size in wanted if any(int(v) % latent_divisor for v in size)]
+        if bad:
+            raise MaisiError(f"crop size {bad[0]} (image voxels) does not fit the U-Net: each axis must be a multiple "
+                             f"of {size_divisor}", f"use e.g. --size {4 * size_divisor} {4 * size_divisor} {4 * size_divisor}")
         self.cache = cache
         where = device if config.data_on_device else torch.device("cpu")
         self.latents = [torch.from_numpy(a).to(where) for a in cache.latents]
         self.config = config
         self.downsample = downsample
         smallest = tuple(min(a.shape[1 + axis] for a in cache.latents) for axis in range(3))
-        wanted = list(config.latent_sizes) or [tuple(max(1, s // downsample) for s in config.size)]
         # A crop never exceeds the smallest cached latent, so every sample of a batch has the same shape.
         self.sizes = [tuple(min(int(w), m) for w, m in zip(size, smallest)) for size in wanted]
 
@@ -115,7 +121,7 @@ class DiffusionStage:
         self.unet = unet.to(ctx.device).train()
         self.unet_ddp = wrap_ddp(self.unet, ctx)
         self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.sampler = LatentSampler(cache, config, preset.latent_downsample, ctx.device)
+        self.sampler = LatentSampler(cache, config, preset.latent_downsample, ctx.device, preset.size_divisor)
         self.store = TensorStore(source, ctx.device, config.data_on_device)
         self.needs_labels = bool(preset.diffusion_unet.get("include_top_region_index_input"))
         if self.needs_labels and not source.has_labels:

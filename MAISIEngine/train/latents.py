@@ -88,6 +88,9 @@ def build_latent_cache(autoencoder: torch.nn.Module, source: VolumeSource, multi
                    "spacings": torch.tensor(spacings, dtype=torch.float64)}
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
+        for stale in path.parent.glob("latents_*.pt"):
+            if stale != path:
+                stale.unlink(missing_ok=True)  # latents of an earlier VAE: never valid again
     barrier(ctx)
     payload = torch.load(str(path), map_location="cpu", weights_only=True)
     if payload.get("format") != CACHE_FORMAT or payload.get("fingerprint") != key:

@@ -57,27 +57,28 @@ def _check_tensor(x: Any, what: str, channels: int) -> torch.Tensor:
 
 
 def plan_decode(latent_shape: Sequence[int], architecture: Any, devices: Any = "cpu", max_memory_bytes: int | None = None,
-                dtype: Any = None, axis: int | None = None) -> Plan:
+                dtype: Any = None, axis: int | None = None, allow_offload: bool = True) -> Plan:
     """Plan decoding one latent of shape (channels, x, y, z) or (x, y, z) with this VAE architecture.
 
     `architecture` is an `AutoencoderKlMaisi`, a `Preset`, or a preset's autoencoder kwargs.
     `max_memory_bytes` bounds what decoding may hold on each device (default: CPU half the available
-    memory, CUDA 90% of the free memory).
+    memory, CUDA 90% of the free memory); `axis` forces the split axis; `allow_offload=False` keeps
+    every tensor on the device.
     """
     model = _as_model(architecture)
     graph = decoder_graph(model)
     shape = _full_shape(latent_shape, graph.nodes[0].channels, "latent")
-    return make_plan("decode", graph, shape, devices, max_memory_bytes, dtype, axis=axis)
+    return make_plan("decode", graph, shape, devices, max_memory_bytes, dtype, axis=axis, allow_offload=allow_offload)
 
 
 def plan_encode(image_shape: Sequence[int], architecture: Any, devices: Any = "cpu", max_memory_bytes: int | None = None,
-                dtype: Any = None, axis: int | None = None) -> Plan:
+                dtype: Any = None, axis: int | None = None, allow_offload: bool = True) -> Plan:
     """Plan encoding one image of shape (channels, x, y, z) or (x, y, z); see `plan_decode`."""
     model = _as_model(architecture)
     graph = encoder_graph(model)
     shape = _full_shape(image_shape, graph.nodes[0].channels, "image")
     _check_divisible(shape[1:], _downsample_factor(model))
-    return make_plan("encode", graph, shape, devices, max_memory_bytes, dtype, axis=axis)
+    return make_plan("encode", graph, shape, devices, max_memory_bytes, dtype, axis=axis, allow_offload=allow_offload)
 
 
 def _full_shape(shape: Sequence[int], channels: int, what: str) -> tuple[int, int, int, int]:
@@ -113,7 +114,7 @@ def _run(graph: Graph, plan: Plan | None, kind: str, x: torch.Tensor, devs: list
     if plan is None:
         plan = make_plan(kind, graph, item_shape, devs, max_memory_bytes, compute,  # type: ignore[arg-type]
                          output_on_device=out_device in devs, output_itemsize=out_dtype.itemsize)
-    elif plan.kind != kind or plan.input_shape != item_shape or len(plan.node_names) != len(graph.nodes):
+    elif plan.kind != kind or plan.input_shape != item_shape or plan.node_names != tuple(n.name for n in graph.nodes):
         raise MaisiError(
             f"the plan was made for {plan.kind} of {plan.input_shape}, not {kind} of {item_shape} with this VAE",
             "make a new plan for this input, or pass plan=None",

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from MAISIEngine.tsp.graph import ADD, CONV, NORM, UPSAMPLE, Graph, Node
-from MAISIEngine.tsp.segments import Rows, Schedule, clip, input_rows, pass_shape
+from MAISIEngine.tsp.graph import CONV, NORM, UPSAMPLE, Graph, Node
+from MAISIEngine.tsp.segments import Rows, Schedule, clip, input_rows, pass_shape, upsampled_rows
 from MAISIEngine.tsp.stats import GroupStats
 
 CHANNELS_LAST = torch.channels_last_3d
@@ -39,6 +39,25 @@ class PassSpec:
     offload: bool = False  # keep the stored chunks in host memory
 
 
+Pieces = list[tuple[int, torch.Tensor]]  # consecutive row ranges: (first row, tensor)
+
+
+def _slices(pieces: Pieces, a: int, b: int) -> Pieces:
+    """Views of the pieces covering rows [a, b)."""
+    out = []
+    for start, tensor in pieces:
+        end = start + tensor.shape[2]
+        if end > a and start < b:
+            out.append((max(a, start), tensor[:, :, max(a, start) - start : min(b, end) - start]))
+    return out
+
+
+def _gather(pieces: Pieces, a: int, b: int) -> torch.Tensor:
+    """Rows [a, b) as one tensor: a view when one piece holds them, else a copy."""
+    parts = _slices(pieces, a, b)
+    return parts[0][1] if len(parts) == 1 else torch.cat([t for _, t in parts], dim=2)
+
+
 class Stored:
     """A full-size tensor held as row chunks, released from the front as passes move on."""
 
@@ -48,19 +67,18 @@ class Stored:
     def add(self, lo: int, hi: int, value: torch.Tensor, ready: object = None) -> None:
         bisect.insort(self.chunks, (lo, hi, value, ready), key=lambda c: c[0])
 
-    def read(self, rows: Rows, device: torch.device) -> tuple[torch.Tensor, bool]:
-        """Rows [a, b) on `device`; returns (tensor, owned) where owned=False means a view into storage."""
+    def pieces(self, rows: Rows, device: torch.device) -> "Pieces":
+        """Rows [a, b) as (first row, view) pieces on `device` (copied there only if stored elsewhere)."""
         a, b = rows
-        pieces = []
+        out: Pieces = []
         for lo, hi, value, ready in self.chunks:
             if hi <= a or lo >= b:
                 continue
             if ready is not None and device.type == "cuda":
                 torch.cuda.current_stream(device).wait_event(ready)  # type: ignore[arg-type]
-            pieces.append(value[:, :, max(a, lo) - lo : min(b, hi) - lo])
-        if len(pieces) == 1 and pieces[0].device == device:
-            return pieces[0], False
-        return torch.cat([p.to(device, non_blocking=True) for p in pieces], dim=2), True
+            part = value[:, :, max(a, lo) - lo : min(b, hi) - lo]
+            out.append((max(a, lo), part.to(device, non_blocking=True)))
+        return out
 
     def release_below(self, row: int) -> None:
         self.chunks = [c for c in self.chunks if c[1] > row]
@@ -91,6 +109,17 @@ class DeviceWeights:
         )
 
 
+_ONEDNN_MIN_MACS = 5e7  # below this, oneDNN's per-shape kernel generation costs more than it saves
+
+
+def _conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: tuple[int, int, int]) -> torch.Tensor:
+    """A 3D convolution; on CPU large thin slabs go straight to oneDNN, which PyTorch's heuristic skips for them."""
+    if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
+            and x[0, 0].numel() * weight.numel() / stride**3 >= _ONEDNN_MIN_MACS):
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, list(padding), [stride] * 3, [1, 1, 1], 1)
+    return F.conv3d(x, weight, bias, stride=stride, padding=padding)
+
+
 def _release_host_memory() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them otherwise), so RSS follows the plan."""
     try:
@@ -116,6 +145,7 @@ class Executor:
             for r in shape.reads:
                 self.last_reader[r] = k
         self.copy_streams = {d: torch.cuda.Stream(d) for d in devices if d.type == "cuda"}
+        self.host_compute = any(d.type == "cpu" for d in devices)
 
     def _permuted(self, x: torch.Tensor) -> torch.Tensor:
         return x.permute((0, 1) + tuple(2 + p for p in self.perm))
@@ -148,8 +178,9 @@ class Executor:
         runs = [_Run(Schedule(graph, shape, lengths, (bounds[j], bounds[j + 1]), step_rows), j)
                 for j in range(D) if bounds[j + 1] > bounds[j]]
         releasing = [r for r in shape.reads if self.last_reader[r] == k]
-        norms = [nd for nd in graph.nodes if nd.op == NORM and nd.inputs[0] == spec.target]
-        stats = {nd.index: [GroupStats(nd.channels, graph.modules[nd.index].num_groups) for _ in self.devices] for nd in norms}
+        norms = [nd for nd in graph.nodes if nd.pre == NORM and nd.inputs[0] == spec.target]
+        stats = {nd.index: [GroupStats(graph.nodes[spec.target].channels, graph.norms[nd.index].num_groups)
+                            for _ in self.devices] for nd in norms}
         produced = Stored() if spec.store else None
 
         def work(run: _Run) -> tuple[int, int, torch.Tensor] | None:
@@ -163,18 +194,21 @@ class Executor:
         while any(not run.schedule.finished for run in runs):
             active = [run for run in runs if not run.schedule.finished]
             results = [work(run) for run in active] if pool is None else list(pool.map(work, active))
-            for emitted in results:
+            while results:
+                emitted = results.pop(0)
                 if emitted is None:
                     continue
                 lo, hi, value = emitted
+                del emitted
                 if spec.target == graph.output:
                     out_view[:, :, lo:hi].copy_(value)
                 elif produced is not None:
                     produced.add(lo, hi, *self._keep(value, spec.offload))
                 del value  # free the rows before the next step computes
-            del results
             for r in releasing:
                 store[r].release_below(min(run.keep.get(r, lengths[r]) for run in runs))
+            if self.host_compute:
+                _release_host_memory()
         for r in releasing:
             del store[r]
         if produced is not None:
@@ -183,7 +217,7 @@ class Executor:
             total = stats[nd.index][0]
             for extra in stats[nd.index][1:]:
                 total.merge(extra)
-            module = graph.modules[nd.index]
+            module = graph.norms[nd.index]
             mean, rstd = total.finish(module.eps)
             for weights in self.weights:
                 weights.set_norm(nd.index, mean, rstd, module)
@@ -197,32 +231,28 @@ class Executor:
             node = graph.nodes[v]
             sources = []
             for i in node.inputs:
-                rows = clip(input_rows(node, lo, hi, lengths[i]), lengths[i])
                 if i in schedule.shape.reads:
-                    tensor, _ = store[i].read(rows, weights.device)
-                    sources.append((i, tensor, rows[0], False))
+                    rows = clip(input_rows(node, lo, hi, lengths[i]), lengths[i])
+                    sources.append((i, store[i].pieces(rows, weights.device)))
                 else:
-                    start, tensor = buffers[i]
-                    whole = len(schedule.consumers[i]) == 1 and rows == (start, start + tensor.shape[2])
-                    sources.append((i, tensor, start, whole))
-            new = self._apply(node, lo, hi, sources, lengths, weights)
+                    sources.append((i, buffers[i]))
+            if node.op == CONV:
+                new = self._conv(node, lo, hi, sources[0], lengths, weights)
+            else:
+                new = self._add(node, lo, hi, sources, schedule)
             del sources
             if v == schedule.shape.target:
                 emitted = (lo, hi, new)
-            elif v in buffers:
-                start, old = buffers[v]
-                buffers[v] = (start, torch.cat([old, new], dim=2))
             else:
-                buffers[v] = (lo, new)
+                buffers.setdefault(v, []).append((lo, new))
             del new
         run.keep = schedule.keep_from()
-        for v in list(buffers):
-            start, tensor = buffers[v]
-            first = run.keep[v]
-            if first >= start + tensor.shape[2]:
+        for v in list(buffers):  # drop the pieces no consumer needs any more
+            kept = [(start, tensor) for start, tensor in buffers[v] if start + tensor.shape[2] > run.keep[v]]
+            if kept:
+                buffers[v] = kept
+            else:
                 del buffers[v]
-            elif first > start:  # copy the few rows still needed so the rest is freed
-                buffers[v] = (first, tensor[:, :, first - start :].clone(memory_format=CHANNELS_LAST))
         return emitted
 
     def _keep(self, value: torch.Tensor, offload: bool) -> tuple[torch.Tensor, object]:
@@ -230,7 +260,7 @@ class Executor:
         if not offload or value.device.type == "cpu":
             return (value.cpu() if offload else value), None
         stream = self.copy_streams[value.device]
-        host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True).contiguous(memory_format=CHANNELS_LAST)
+        host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True, memory_format=CHANNELS_LAST)
         stream.wait_stream(torch.cuda.current_stream(value.device))
         with torch.cuda.stream(stream):
             host.copy_(value, non_blocking=True)
@@ -239,49 +269,54 @@ class Executor:
         ready.record(stream)
         return host, ready
 
-    def _apply(self, node: Node, lo: int, hi: int, sources, lengths, weights: DeviceWeights) -> torch.Tensor:
-        """Rows [lo, hi) of one node; each source is (index, tensor, its first row, reusable in place)."""
-        if node.op == CONV:
-            return self._conv(node, lo, hi, sources[0], lengths, weights)
-        if node.op == UPSAMPLE:
-            i, src, first, _ = sources[0]
-            a, b = clip(input_rows(node, lo, hi, lengths[i]), lengths[i])
-            up = F.interpolate(src[:, :, a - first : b - first], scale_factor=2.0, mode="trilinear")
-            return up[:, :, lo - 2 * a : hi - 2 * a]
-        if node.op == NORM:
-            i, src, first, reusable = sources[0]
-            x = src[:, :, lo - first : hi - first]
+    def _add(self, node: Node, lo: int, hi: int, sources, schedule: Schedule) -> torch.Tensor:
+        """Rows [lo, hi) of a residual addition, in place in the first summand when nothing else needs it."""
+        (i, first), (_, second) = sources
+        if len(first) == 1 and first[0][0] == lo and first[0][1].shape[2] == hi - lo and len(schedule.consumers[i]) == 1:
+            out = first[0][1]
+        else:
+            out = _gather(first, lo, hi).clone(memory_format=CHANNELS_LAST)
+        for start, tensor in _slices(second, lo, hi):
+            out[:, :, start - lo : start - lo + tensor.shape[2]].add_(tensor)
+        return out
+
+    def _conv_input(self, node: Node, pieces: Pieces, a: int, b: int, n_source: int, weights: DeviceWeights) -> torch.Tensor:
+        """Rows [a, b) of what the convolution reads: its source, normalised (+SiLU) or upsampled x2."""
+        if node.pre == UPSAMPLE:
+            la, lb = upsampled_rows((a, b), n_source)
+            up = F.interpolate(_gather(pieces, la, lb), scale_factor=2.0, mode="trilinear")
+            return up[:, :, a - 2 * la : b - 2 * la]
+        if node.pre == NORM:
             mean, scale, bias = weights.norm[node.index]
-            y = x.sub_(mean) if reusable else torch.sub(x, mean).contiguous(memory_format=CHANNELS_LAST)
-            y.mul_(scale).add_(bias)
-            return F.silu(y, inplace=True) if node.silu else y
-        if node.op == ADD:
-            parts = sorted(((src[:, :, lo - first : hi - first], reusable) for i, src, first, reusable in sources),
-                           key=lambda p: not p[1])
-            if parts[0][1]:
-                return parts[0][0].add_(parts[1][0])
-            return torch.add(parts[0][0], parts[1][0]).contiguous(memory_format=CHANNELS_LAST)
-        raise AssertionError(f"unexpected node {node.op}")
+            parts = _slices(pieces, a, b)
+            out = torch.empty((1, parts[0][1].shape[1], b - a, *parts[0][1].shape[3:]), dtype=self.dtype,
+                              device=weights.device, memory_format=CHANNELS_LAST)
+            for start, tensor in parts:
+                torch.sub(tensor, mean, out=out[:, :, start - a : start - a + tensor.shape[2]])
+            out.mul_(scale).add_(bias)
+            return F.silu(out, inplace=True) if node.silu else out
+        return _gather(pieces, a, b)
 
     def _conv(self, node: Node, lo: int, hi: int, source, lengths, weights: DeviceWeights) -> torch.Tensor:
         """Output rows [lo, hi) of a convolution; zero rows beyond the volume come from conv padding."""
-        i, src, first, _ = source
-        a, b = input_rows(node, lo, hi, lengths[i])
-        ca, cb = clip((a, b), lengths[i])
-        x = src[:, :, ca - first : cb - first]
+        i, pieces = source
+        n_in = lengths[i] * (2 if node.pre == UPSAMPLE else 1)  # rows the convolution itself sees
+        a, b = lo * node.stride - node.pad[0], (hi - 1) * node.stride - node.pad[0] + node.kernel
+        ca, cb = clip((a, b), n_in)
+        x = self._conv_input(node, pieces, ca, cb, lengths[i], weights)
         weight, bias = weights.conv[node.index]
         p0, p1 = node.pad
         before, after = ca - a, b - cb
         if p0 != p1:  # MaisiDownsample's (0, 1) padding: pad explicitly on every axis
-            return F.conv3d(F.pad(x, (p0, p1, p0, p1, before, after)), weight, bias, stride=node.stride)
+            return _conv3d(F.pad(x, (p0, p1, p0, p1, before, after)), weight, bias, node.stride, (0, 0, 0))
         if not (before or after):
-            return F.conv3d(x, weight, bias, stride=node.stride, padding=(0, p0, p0))
+            return _conv3d(x, weight, bias, node.stride, (0, p0, p0))
         if node.stride == 1:
             # let the convolution pad the axis symmetrically, then drop the rows that used padding
             # where real rows exist: cheaper than copying the input into a zero-padded buffer
-            y = F.conv3d(x, weight, bias, padding=(p0, p0, p0))
+            y = _conv3d(x, weight, bias, 1, (p0, p0, p0))
             return y[:, :, p0 - before : p0 - before + (hi - lo)]
-        return F.conv3d(F.pad(x, (0, 0, 0, 0, before, after)), weight, bias, stride=node.stride, padding=(0, p0, p0))
+        return _conv3d(F.pad(x, (0, 0, 0, 0, before, after)), weight, bias, node.stride, (0, p0, p0))
 
 
 class _Run:
@@ -290,5 +325,5 @@ class _Run:
     def __init__(self, schedule: Schedule, device: int) -> None:
         self.schedule = schedule
         self.device = device
-        self.buffers: dict[int, tuple[int, torch.Tensor]] = {}
+        self.buffers: dict[int, Pieces] = {}
         self.keep: dict[int, int] = {}

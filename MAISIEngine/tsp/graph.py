@@ -1,10 +1,12 @@
-"""The MAISI VAE decoder / encoder as a flat list of primitive operations.
+"""The MAISI VAE decoder / encoder as a flat list of convolutions and residual additions.
 
 Tensor splitting needs to know, for every layer, which input rows an output row depends on and which
 tensors a GroupNorm normalises. Walking MONAI's module tree (`MaisiConvolution`, `MaisiResBlock`,
 `MaisiUpsample`, `MaisiDownsample`, `MaisiGroupNorm3D`) gives that list without touching the weights:
-each `Node` keeps a reference to the MONAI module whose parameters it uses, so official checkpoints run
-unchanged.
+each node keeps a reference to the MONAI modules whose parameters it uses, so official checkpoints run
+unchanged. In the MAISI VAE every GroupNorm (with or without SiLU) and every x2 interpolation feeds a
+convolution, so they are folded into that convolution as its input step (`pre`): they are cheap to
+recompute for the few rows a convolution needs and never need a buffer of their own.
 """
 
 from __future__ import annotations
@@ -23,22 +25,24 @@ from torch import nn
 
 from MAISIEngine.errors import MaisiError
 
-INPUT, CONV, NORM, UPSAMPLE, ADD = "input", "conv", "norm", "upsample", "add"
+INPUT, CONV, ADD = "input", "conv", "add"
+NORM, UPSAMPLE = "norm", "upsample"  # input steps of a convolution (Node.pre)
 
 
 @dataclass(frozen=True)
 class Node:
-    """One primitive operation; `inputs` are indices of earlier nodes."""
+    """One operation; `inputs` are indices of earlier nodes."""
 
     index: int
-    op: str
+    op: str  # INPUT, CONV or ADD
     inputs: tuple[int, ...]
     channels: int
     name: str
     kernel: int = 1
     stride: int = 1
     pad: tuple[int, int] = (0, 0)  # zeros before / after, on every spatial axis
-    silu: bool = False  # norm followed by SiLU (inside residual blocks)
+    pre: str | None = None  # NORM (GroupNorm, optionally SiLU) or UPSAMPLE (trilinear x2) before the conv
+    silu: bool = False
 
 
 @dataclass
@@ -46,7 +50,8 @@ class Graph:
     """Nodes in execution order plus the MONAI module behind each conv / norm node."""
 
     nodes: list[Node] = field(default_factory=list)
-    modules: dict[int, nn.Module] = field(default_factory=dict)
+    modules: dict[int, nn.Module] = field(default_factory=dict)  # conv node -> its Conv3d
+    norms: dict[int, MaisiGroupNorm3D] = field(default_factory=dict)  # conv node with pre=NORM -> its GroupNorm
 
     @property
     def output(self) -> int:
@@ -60,8 +65,8 @@ class Graph:
         return out
 
     def normalised(self) -> set[int]:
-        """Tensors whose whole-volume GroupNorm statistics some node needs."""
-        return {n.inputs[0] for n in self.nodes if n.op == NORM}
+        """Tensors whose whole-volume GroupNorm statistics some convolution needs."""
+        return {n.inputs[0] for n in self.nodes if n.pre == NORM}
 
     def sizes(self, spatial: tuple[int, int, int]) -> list[tuple[int, int, int]]:
         """Spatial size of every node for a given input size."""
@@ -72,23 +77,23 @@ class Graph:
                 continue
             src = out[n.inputs[0]]
             if n.op == CONV:
-                out.append(tuple((s + n.pad[0] + n.pad[1] - n.kernel) // n.stride + 1 for s in src))  # type: ignore[misc]
-            elif n.op == UPSAMPLE:
-                out.append(tuple(2 * s for s in src))  # type: ignore[misc]
+                scale = 2 if n.pre == UPSAMPLE else 1
+                out.append(tuple((scale * s + n.pad[0] + n.pad[1] - n.kernel) // n.stride + 1 for s in src))  # type: ignore[misc]
             else:
                 out.append(src)
         return out
 
 
 class _Builder:
+    """Appends nodes while walking MONAI blocks; a GroupNorm or interpolation waits for its conv."""
+
     def __init__(self) -> None:
         self.graph = Graph()
+        self.pending: tuple[str, MaisiGroupNorm3D | None, bool] | None = None
 
-    def _add(self, op: str, inputs: tuple[int, ...], channels: int, name: str, module: nn.Module | None = None, **kw) -> int:
+    def _add(self, op: str, inputs: tuple[int, ...], channels: int, name: str, **kw) -> int:
         index = len(self.graph.nodes)
         self.graph.nodes.append(Node(index, op, inputs, channels, name, **kw))
-        if module is not None:
-            self.graph.modules[index] = module
         return index
 
     def input(self, channels: int) -> int:
@@ -101,30 +106,40 @@ class _Builder:
             raise MaisiError(f"{name} is not a cubic convolution", "tensor splitting supports MAISI VAEs only")
         if tuple(conv.dilation) != (1, 1, 1):
             raise MaisiError(f"{name} uses dilation", "tensor splitting supports MAISI VAEs only")
-        padding = pad if pad is not None else (p[0], p[0])
-        return self._add(CONV, (x,), conv.out_channels, name, conv, kernel=k[0], stride=s[0], pad=padding)
+        pre, norm, silu = self.pending if self.pending is not None else (None, None, False)
+        self.pending = None
+        index = self._add(CONV, (x,), conv.out_channels, name, kernel=k[0], stride=s[0],
+                          pad=pad if pad is not None else (p[0], p[0]), pre=pre, silu=silu)
+        self.graph.modules[index] = conv
+        if norm is not None:
+            self.graph.norms[index] = norm
+        return index
 
-    def norm(self, x: int, module: MaisiGroupNorm3D, name: str, silu: bool) -> int:
-        channels = self.graph.nodes[x].channels
-        return self._add(NORM, (x,), channels, name, module, silu=silu)
+    def norm(self, module: MaisiGroupNorm3D, name: str, silu: bool) -> None:
+        if self.pending is not None:
+            raise MaisiError(f"{name} follows another normalisation", "tensor splitting supports MAISI VAEs only")
+        self.pending = (NORM, module, silu)
 
     def block(self, x: int, block: nn.Module, name: str) -> int:
+        if self.pending is not None and not isinstance(block, MaisiConvolution):
+            raise MaisiError(f"the normalisation before {name} does not feed a convolution", "tensor splitting supports MAISI VAEs only")
         if isinstance(block, MaisiConvolution):
             return self.conv(x, block, name)
         if isinstance(block, MaisiGroupNorm3D):
-            return self.norm(x, block, name, silu=False)
+            self.norm(block, name, silu=False)
+            return x
         if isinstance(block, MaisiResBlock):
-            h = self.norm(x, block.norm1, f"{name}.norm1", silu=True)
-            h = self.conv(h, block.conv1, f"{name}.conv1")
-            h = self.norm(h, block.norm2, f"{name}.norm2", silu=True)
+            self.norm(block.norm1, f"{name}.norm1", silu=True)
+            h = self.conv(x, block.conv1, f"{name}.conv1")
+            self.norm(block.norm2, f"{name}.norm2", silu=True)
             h = self.conv(h, block.conv2, f"{name}.conv2")
             skip = x if isinstance(block.nin_shortcut, nn.Identity) else self.conv(x, block.nin_shortcut, f"{name}.nin_shortcut")
             return self._add(ADD, (h, skip), self.graph.nodes[h].channels, f"{name}.add")
         if isinstance(block, MaisiUpsample):
             if block.use_convtranspose:
                 raise MaisiError(f"{name} upsamples with a transposed convolution", "tensor splitting supports MAISI VAEs built with use_convtranspose=False")
-            up = self._add(UPSAMPLE, (x,), self.graph.nodes[x].channels, f"{name}.interpolate")
-            return self.conv(up, block.conv, f"{name}.conv")
+            self.pending = (UPSAMPLE, None, False)
+            return self.conv(x, block.conv, f"{name}.conv")
         if isinstance(block, MaisiDownsample):
             if tuple(block.pad) != (0, 1, 0, 1, 0, 1):
                 raise MaisiError(f"{name} pads unusually", "tensor splitting supports MAISI VAEs only")
@@ -133,6 +148,11 @@ class _Builder:
             f"{name} is a {type(block).__name__}, which tensor splitting cannot run",
             "use a MAISI VAE without attention blocks (attention_levels all false, no non-local attention)",
         )
+
+    def finish(self) -> Graph:
+        if self.pending is not None:
+            raise MaisiError("the network ends with a normalisation", "tensor splitting supports MAISI VAEs only")
+        return self.graph
 
 
 def _conv3d_of(module: nn.Module, name: str) -> nn.Conv3d:
@@ -154,7 +174,7 @@ def decoder_graph(autoencoder: nn.Module) -> Graph:
     x = builder.input(_conv3d_of(blocks[0], "decoder.blocks.0").in_channels)
     for i, block in enumerate(blocks):
         x = builder.block(x, block, f"decoder.blocks.{i}")
-    return builder.graph
+    return builder.finish()
 
 
 def encoder_graph(autoencoder: nn.Module) -> Graph:
@@ -164,7 +184,7 @@ def encoder_graph(autoencoder: nn.Module) -> Graph:
     x = builder.input(_conv3d_of(blocks[0], "encoder.blocks.0").in_channels)
     for i, block in enumerate(blocks):
         x = builder.block(x, block, f"encoder.blocks.{i}")
-    return builder.graph
+    return builder.finish()
 
 
 def architecture_model(architecture: dict) -> nn.Module:

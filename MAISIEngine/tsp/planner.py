@@ -19,14 +19,17 @@ import torch
 
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.tsp.executor import INPUT_INDEX, PassSpec
-from MAISIEngine.tsp.graph import ADD, CONV, NORM, UPSAMPLE, Graph
-from MAISIEngine.tsp.segments import PassShape, clip, input_rows, pass_shape, regions
+from MAISIEngine.tsp.graph import CONV, UPSAMPLE, Graph
+from MAISIEngine.tsp.segments import PassShape, Rows, Schedule, clip, pass_shape, regions
 
 GiB = 1 << 30
 AXIS_NAMES = ("x", "y", "z")
 _STATS_BUFFER = 1 << 24  # GroupStats squares at most 4 Mi float32 values at a time
 _CPU_FRACTION = 0.5  # default CPU budget: this share of the available memory
 _CUDA_FRACTION = 0.9  # default CUDA budget: this share of the free device memory
+_KEPT_CHUNKS = 16  # a kept tensor is written in at least this many chunks
+_CUDA_RESERVE = 1 << 30  # left free on a CUDA device for cuDNN workspaces and allocator rounding
+_PIN_BYTES_PER_S = 8e9  # pinning host memory for offloaded tensors
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ class _CostModel:
         self.model = model
         self.input_bytes = input_bytes
         self.output_bytes = output_bytes
-        self.weight_bytes = sum(graph.modules[n.index].weight.numel() * itemsize for n in graph.nodes if n.op == CONV)
+        self.weight_bytes = sum(module.weight.numel() * itemsize for module in graph.modules.values())
         self.normalised = graph.normalised()
         self._ws_cache: dict[tuple[PassShape, int], int] = {}
         self._time_cache: dict[PassShape, tuple[float, int]] = {}
@@ -114,60 +117,39 @@ class _CostModel:
         return self._ws_cache[key]
 
     def _working_set(self, shape: PassShape, rows: int) -> int:
+        """Replay the pass schedule's first steps, counting the bytes the executor holds at each point."""
         graph, lengths, row_el, item = self.graph, self.lengths, self.row_elements, self.itemsize
         n = lengths[shape.target]
-        first = regions(graph, shape, lengths, (0, min(rows, n)))
-        if rows >= n:
-            return self._segment_peak(shape, rows, first, {})
-        second = regions(graph, shape, lengths, (rows, min(2 * rows, n)))
-        return max(self._segment_peak(shape, rows, first, {}), self._segment_peak(shape, rows, second, first))
-
-    def _segment_peak(self, shape: PassShape, rows: int, need: dict, prev: dict) -> int:
-        """Peak bytes of evaluating one segment whose regions are `need`, after the segment `prev`."""
-        graph, lengths, row_el, item = self.graph, self.lengths, self.row_elements, self.itemsize
-        remaining: dict[int, int] = {}
-        for index in shape.members:
-            for i in graph.nodes[index].inputs:
-                remaining[i] = remaining.get(i, 0) + 1
-        held: dict[int, int] = {}
-        for r in shape.reads:  # a read spanning chunks is a copy: count it
-            held[r] = (need[r][1] - need[r][0]) * row_el[r] * item
-        carried = {i: max(0, prev[i][1] - need[i][0]) * row_el[i] * item for i in shape.members if i in prev}
-        live = sum(held.values()) + sum(carried.values())
-        peak = live
-        for index in shape.members:
-            node = graph.nodes[index]
-            a, b = need[index]
-            fresh = max(a, prev[index][1]) if index in prev else a
-            region = (b - a) * row_el[index] * item
-            new = (b - fresh) * row_el[index] * item
-            extra = 0
-            reuse = None
-            if node.op == UPSAMPLE:
-                i = node.inputs[0]
-                ia, ib = clip(input_rows(node, fresh, b, lengths[i]), lengths[i])
-                new = 2 * (ib - ia) * row_el[index] * item
-            elif node.op == CONV and node.pad[0] != node.pad[1]:
-                i = node.inputs[0]
-                extra = int(1.1 * (need[i][1] - need[i][0]) * row_el[i] * item)  # zero-padded input copy
-            elif node.op in (NORM, ADD):
-                reuse = next((i for i in node.inputs if remaining[i] == 1 and i not in shape.reads), None)
-            if reuse is not None:
-                new = 0
-            carry = carried.pop(index, 0)
-            if carry:  # old rows + new rows are concatenated into one buffer
-                peak = max(peak, live + new + region + extra)
-                live += region - carry
-            else:
-                peak = max(peak, live + new + extra)
+        schedule = Schedule(graph, shape, lengths, (0, n), rows)
+        held: dict[int, list[Rows]] = {}  # pieces each member buffers
+        peak = 0
+        emitted_steps = 0
+        while not schedule.finished and emitted_steps < 4:
+            live = sum((b - a) * row_el[v] for v in held for a, b in held[v]) * item
+            for v, lo, hi in schedule.step():
+                node = graph.nodes[v]
+                new = (hi - lo) * row_el[v] * item
+                extra = 0
+                if node.op == CONV:
+                    i = node.inputs[0]
+                    scale = 2 if node.pre == UPSAMPLE else 1
+                    a, b = clip((lo * node.stride - node.pad[0], (hi - 1) * node.stride - node.pad[0] + node.kernel), scale * lengths[i])
+                    extra = (b - a) * row_el[i] * scale * scale * item  # the rows the conv reads, prepared
+                    if node.pre == UPSAMPLE:
+                        extra += (b - a + 4) * row_el[i] * 4 * item  # interpolated slab (4x the plane), a little wider
+                    if node.pad[0] != node.pad[1]:
+                        extra *= 2  # zero-padded copy
+                else:
+                    extra = new  # a residual sum not done in place
+                peak = max(peak, live + extra + new)
                 live += new
-                region = new
-            held[index] = region
-            live += carried.get(index, 0)
-            for i in node.inputs:
-                remaining[i] -= 1
-                if remaining[i] == 0 and i in held:
-                    live -= held.pop(i)
+                if v == shape.target:
+                    emitted_steps += 1
+                else:
+                    held.setdefault(v, []).append((lo, hi))
+            keep = schedule.keep_from()
+            for v in list(held):
+                held[v] = [(a, b) for a, b in held[v] if b > keep[v]]
         if shape.target in self.normalised:
             peak += min(_STATS_BUFFER, rows * row_el[shape.target] * 4)
         return peak
@@ -183,18 +165,22 @@ class _CostModel:
                 node = graph.nodes[index]
                 out = (need[index][1] - need[index][0]) * row_el[index]
                 if node.op == CONV:
-                    macs += out * graph.nodes[node.inputs[0]].channels * node.kernel**3
+                    src = graph.nodes[node.inputs[0]].channels
+                    macs += out * src * node.kernel**3
+                    elements += out * src // node.channels * (8 if node.pre == UPSAMPLE else 2 if node.pre else 0)
                 else:
-                    elements += out * (2 if node.op == UPSAMPLE else 1)
+                    elements += out
             seconds = macs / self.model.mac_per_s + elements / self.model.elements_per_s
             moved = sum(self.full_bytes[r] for r in shape.reads if r in offloaded)
             self._time_cache[shape] = (seconds, moved)
         seconds, _ = self._time_cache[shape]
         link = sum(self.full_bytes[r] for r in shape.reads if r in offloaded)
+        pinning = 0.0
         if shape.target in offloaded:
             link += self.full_bytes[shape.target]
+            pinning = self.full_bytes[shape.target] / _PIN_BYTES_PER_S
         overhead = segments * len(shape.members) * self.model.segment_overhead_s
-        return seconds / self.devices + link / self.model.link_bytes_per_s + overhead / self.devices
+        return seconds / self.devices + link / self.model.link_bytes_per_s + pinning + overhead / self.devices
 
     def rows_within(self, shape: PassShape, left: float, row_bytes: int) -> int:
         """The most target rows per segment whose working set (plus its kept chunk) fits in `left` bytes."""
@@ -228,14 +214,16 @@ class _CostModel:
         seconds = 0.0
         passes: list[PassSpec] = []
         pass_peaks: list[int] = []
+        chunk = {INPUT_INDEX: self.input_bytes}  # a kept tensor is released chunk by chunk
         for k, (target, shape) in enumerate(zip(targets, shapes)):
             released = [r for r in shape.reads if last_reader[r] == k]
+            lag = sum(chunk[r] for r in released if r not in offloaded)
             freed_dev = sum(self.input_bytes if r == INPUT_INDEX else self.full_bytes[r] for r in released if r not in offloaded)
             freed_host = sum(self.full_bytes[r] for r in released if r in offloaded)
             dev_grow = self.full_bytes[target] if target in keep and target not in offloaded else 0
             host_grow = self.full_bytes[target] if target in offloaded else 0
             # inputs are released while the output grows (one device streams in order; several release at the end)
-            kept_peak = max(resident, resident - freed_dev + dev_grow) if D == 1 else resident + dev_grow
+            kept_peak = max(resident, resident - freed_dev + dev_grow + lag) if D == 1 else resident + dev_grow
             kept = math.ceil(kept_peak / D)
             row_bytes = self.row_elements[target] * self.itemsize if dev_grow else 0
             n = self.lengths[target]
@@ -245,6 +233,8 @@ class _CostModel:
                 if rows <= 0:
                     return None
                 segments = math.ceil(n / rows)
+                if target in keep:  # small chunks, so that later passes can release them early
+                    segments = max(segments, min(n, _KEPT_CHUNKS))
                 if D > 1:
                     segments = min(n, max(D, math.ceil(segments / D) * D))
                 balanced = math.ceil(n / segments)
@@ -252,6 +242,7 @@ class _CostModel:
                     break
                 rows -= 1
             rows = balanced
+            chunk[target] = math.ceil(self.full_bytes[target] / segments)
             pass_peaks.append(self.weight_bytes + kept + self.working_set(shape, rows) + rows * row_bytes)
             peak = max(peak, pass_peaks[-1])
             host_peak = max(host_peak, host + max(0, host_grow - freed_host))
@@ -379,9 +370,16 @@ def make_plan(
     output_on_device: bool = True,
     output_itemsize: int = 4,
     axis: int | None = None,
+    allow_offload: bool = True,
 ) -> Plan:
-    """Plan one volume; MaisiError if no plan fits the budget (naming the smallest budget that does)."""
+    """Plan one volume; MaisiError if no plan fits the budget (naming the smallest budget that does).
+
+    On CUDA a reserve (`_CUDA_RESERVE`) of the budget stays free for cuDNN workspaces; kept tensors may
+    go to pinned host memory unless `allow_offload` is False.
+    """
     devs = resolve_devices(devices)
+    if axis is not None and axis not in (0, 1, 2):
+        raise MaisiError(f"split axis {axis} does not exist", "use 0 (x), 1 (y) or 2 (z), or leave it to the planner")
     compute = resolve_dtype(dtype, devs)
     itemsize = torch.empty((), dtype=compute).element_size()
     spatial = tuple(int(s) for s in input_shape[1:])
@@ -396,14 +394,17 @@ def make_plan(
     input_bytes = math.prod(input_shape) * itemsize
     output_bytes = math.prod(output_shape) * output_itemsize if output_on_device else 0
     cost = _CostModel(graph, permuted, itemsize, len(devs), device_model(devs[0], compute), input_bytes, output_bytes)  # type: ignore[arg-type]
-    options = (False, True) if any(d.type == "cuda" for d in devs) else (False,)
+    cuda = any(d.type == "cuda" for d in devs)
+    reserve = _CUDA_RESERVE if cuda else 0
+    options = (False, True) if cuda and allow_offload else (False,)
     try:
-        best = _search(cost, budget, options, _host_available() * 0.8)
+        best = _search(cost, budget - reserve, options, _host_available() * 0.8)
     except _TooSmall as small:
+        need = small.need + reserve
         raise MaisiError(
             f"a memory budget of {_fmt_bytes(budget)} is too small for {kind} of {'x'.join(map(str, input_shape[1:]))} "
-            f"(the smallest that works is {_fmt_bytes(small.need, up=True)})",
-            f"allow at least {_fmt_bytes(small.need, up=True)} (--max-gpu-memory / max_memory_bytes), or use a smaller volume",
+            f"(the smallest that works is {_fmt_bytes(need, up=True)})",
+            f"allow at least {_fmt_bytes(need, up=True)} (--max-gpu-memory / max_memory_bytes), or use a smaller volume",
         ) from None
     return Plan(
         kind=kind,

@@ -18,12 +18,21 @@ Rows = tuple[int, int]
 
 def input_rows(node: Node, lo: int, hi: int, n_in: int) -> Rows:
     """Input rows [a, b) read by output rows [lo, hi); a conv's range may reach into its zero padding."""
-    if node.op == CONV:
-        return lo * node.stride - node.pad[0], (hi - 1) * node.stride - node.pad[0] + node.kernel
-    if node.op == UPSAMPLE:
-        # trilinear x2 (align_corners=False): output row o samples input (o + 0.5) / 2 - 0.5, clamped at 0
-        return max((lo - 1) // 2, 0), min(max((hi - 2) // 2, 0) + 2, n_in)
-    return lo, hi
+    if node.op != CONV:
+        return lo, hi
+    a, b = lo * node.stride - node.pad[0], (hi - 1) * node.stride - node.pad[0] + node.kernel
+    if node.pre == UPSAMPLE:
+        return upsampled_rows(clip((a, b), 2 * n_in), n_in)
+    return a, b
+
+
+def upsampled_rows(rows: Rows, n_in: int) -> Rows:
+    """Input rows a trilinear x2 interpolation (align_corners=False) reads for output rows `rows`.
+
+    Output row o samples input (o + 0.5) / 2 - 0.5 (clamped at 0): rows floor of that and the next.
+    """
+    lo, hi = rows
+    return max((lo - 1) // 2, 0), min(max((hi - 2) // 2, 0) + 2, n_in)
 
 
 def clip(rows: Rows, n: int) -> Rows:
