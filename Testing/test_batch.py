@@ -126,3 +126,24 @@ def test_empty_mask_folder_and_foreign_output_dir(spec_file: Path, tmp_path: Pat
     other.write_text(yaml.safe_dump(spec))
     assert main(["batch", str(other), "-o", str(out)]) == 2
     assert "holds the outputs of another batch spec" in capsys.readouterr().err
+
+
+def test_datalist_mixes_real_cases_at_the_ratio(spec_file: Path, tmp_path: Path) -> None:
+    from MAISIEngine.batch.datalist import write_datalist
+    from MAISIEngine.batch.runner import run_batch
+    from MAISIEngine.batch.spec import read_spec
+
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    real = {"training": [{"image": f"img{i}.nii.gz", "label": f"lab{i}.nii.gz"} for i in range(4)]}
+    (real_dir / "datalist.json").write_text(json.dumps(real))
+    spec = read_spec(spec_file)
+    out = tmp_path / "out"
+    assert run_batch(spec, out, log=lambda m: None)["complete"]
+    spec.datalist = {"folds": 2, "real": str(real_dir / "datalist.json"), "ratio": "1:0.5"}
+    data = json.loads(write_datalist(out, spec).read_text())
+    entries = data["training"]
+    assert [e["synthetic"] for e in entries] == [False] * 4 + [True] * 2
+    assert entries[0]["image"] == str((real_dir / "img0.nii.gz").resolve())
+    assert [e["fold"] for e in entries] == [0, 1, 0, 1, 0, 1]
+    assert data["numTraining"] == 6

@@ -452,8 +452,8 @@ class PingProbe(QtCore.QObject):
             self._thread.join(timeout=5)
 
 
-def test_generate_fills_views_progress_and_history_while_ui_stays_responsive(window, qtbot, tmp_path, random_model):
-    prepare_generation(window, random_model, small_mask_file(tmp_path), steps=3)
+def test_generate_fills_views_progress_and_history_while_ui_stays_responsive(window, qtbot, tmp_path):
+    prepare_generation(window, "demo", small_mask_file(tmp_path), steps=3)  # the shipped demo model
     probe = PingProbe()
     with qtbot.waitSignal(window.jobFinished, timeout=JOB_TIMEOUT_MS) as finished:
         qtbot.mouseClick(window.generate_panel.generate_button, QtCore.Qt.LeftButton)
@@ -476,7 +476,7 @@ def test_generate_fills_views_progress_and_history_while_ui_stays_responsive(win
     assert "synthetic" in window.history.provenance.toPlainText()
     assert (Path(entry.run_dir) / "result.json").is_file()
     job_file = json.loads((Path(entry.run_dir) / "job.json").read_text())
-    assert job_file["steps"] == 3 and job_file["device"] == "cpu" and job_file["model"] == str(random_model)
+    assert job_file["steps"] == 3 and job_file["device"] == "cpu" and job_file["model"] == "demo"
     assert job_file["mask"].endswith("input_labels.nii.gz") and job_file["size"] is None
     # The generated CT is loaded and its grey values are what the axial view shows.
     study = window.study

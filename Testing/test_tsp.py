@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -50,6 +51,15 @@ def unsplit_decode(model: AutoencoderKlMaisi, latent: torch.Tensor) -> torch.Ten
 def unsplit_encode(model: AutoencoderKlMaisi, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.inference_mode():
         return model.encode(image)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions: one thread avoids waiting on a busy second core at every operation."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +269,7 @@ def test_progress_reports_every_pass(vae):
 def test_gpu_benchmark_script_runs_on_the_cpu(tmp_path):
     """bench/gpu_tsp.py in --smoke mode: the prepared GPU run cannot fail on a typo."""
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_tsp.py"), "--smoke"], capture_output=True,
-                          text=True, timeout=300, env={**__import__("os").environ, "OUT": str(tmp_path)})
+                          text=True, timeout=300, env={**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = (tmp_path / "gpu_tsp.txt").read_text()
     assert "16x16x24" in summary and "TSP float32 vs MONAI unsplit float32" in summary
