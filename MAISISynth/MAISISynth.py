@@ -376,21 +376,26 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- buttons -------------------------------------------------------------------------------------
     def onGenerateButton(self) -> None:
+        self._runOrCancel("generate", _("Could not start the generation."), self.logic.generateJob,
+                          self.ui.generateButton)
+
+    def _runOrCancel(self, kind: str, failure: str, makeJob, button, extra: dict | None = None) -> None:
+        """Cancel the running job, or build a job of `kind` from the parameters and start it."""
         if self._job is not None:
             self._cancelJob()
             return
         p = self._parameterNode
         if not self._readyToRun(p):
             return
-        with slicer.util.tryWithErrorDisplay(_("Could not start the generation."), waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(failure, waitCursor=True):
             try:
-                workdir = self.logic.newWorkDirectory("generate")
-                job = self.logic.generateJob(p, workdir)
+                workdir = self.logic.newWorkDirectory(kind)
+                job = makeJob(p, workdir)
             except MaisiError as exc:
                 self.showEngineError({"message": exc.message, "hint": exc.hint})
                 return
             try:
-                self._startJob("generate", job, workdir, self.ui.generateButton)
+                self._startJob(kind, job, workdir, button, extra)
             except MaisiError as exc:
                 shutil.rmtree(workdir, ignore_errors=True)
                 self.showEngineError({"message": exc.message, "hint": exc.hint})
@@ -451,24 +456,8 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             editor.setActiveEffectByName("Paint")
 
     def onInpaint(self) -> None:
-        if self._job is not None:
-            self._cancelJob()
-            return
-        p = self._parameterNode
-        if not self._readyToRun(p):
-            return
-        with slicer.util.tryWithErrorDisplay(_("Could not start inpainting."), waitCursor=True):
-            try:
-                workdir = self.logic.newWorkDirectory("inpaint")
-                job = self.logic.inpaintJob(p, workdir)
-            except MaisiError as exc:
-                self.showEngineError({"message": exc.message, "hint": exc.hint})
-                return
-            try:
-                self._startJob("inpaint", job, workdir, self.ui.inpaintButton, {"sourceVolume": p.tumorVolume})
-            except MaisiError as exc:
-                shutil.rmtree(workdir, ignore_errors=True)
-                self.showEngineError({"message": exc.message, "hint": exc.hint})
+        self._runOrCancel("inpaint", _("Could not start inpainting."), self.logic.inpaintJob, self.ui.inpaintButton,
+                          {"sourceVolume": self._parameterNode.tumorVolume})
 
     def onTestConnection(self) -> None:
         """Reach the chosen server and check the token; the answer is shown beside the button."""

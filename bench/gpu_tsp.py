@@ -134,18 +134,18 @@ def main() -> int:
     print("\n".join(lines), flush=True)
 
     rows = []
-    variants = [True, False] if args.no_offload_variant else [True]
-    for size in sizes:
-        for allow in variants:
-            if time.perf_counter() - started > args.time_limit:
-                lines.append(f"skipped {size} (offload {'allowed' if allow else 'off'}): time limit reached")
-                continue
-            try:
-                rows.append(decode_once(model, device, size, half, budget, allow))
-            except torch.OutOfMemoryError as exc:
-                lines.append(f"{size}: out of memory: {str(exc).splitlines()[0]}")
-                torch.cuda.empty_cache()
-            print(rows[-1] if rows else "", flush=True)
+    runs = [(size, True) for size in sizes] + ([(size, False) for size in sizes] if args.no_offload_variant else [])
+    for size, allow in runs:  # the planner's own choice for every size first, then the device-only variants
+        label = f"{'x'.join(map(str, size))} (offload {'allowed' if allow else 'off'})"
+        if time.perf_counter() - started > args.time_limit:
+            lines.append(f"skipped {label}: time limit reached")
+            continue
+        try:
+            rows.append(decode_once(model, device, size, half, budget, allow))
+            print(rows[-1], flush=True)
+        except torch.cuda.OutOfMemoryError as exc:
+            lines.append(f"{label}: out of memory: {str(exc).splitlines()[0]}")
+            torch.cuda.empty_cache()
 
     table = [f"{'output':>12s} {'offload':>8s} {'time (s)':>9s} {'peak alloc (GB)':>16s} {'predicted (GB)':>15s} "
              f"{'kept':>5s} {'steps':>6s} {'finite':>7s} {'targets':>24s}"]

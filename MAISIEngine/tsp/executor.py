@@ -120,12 +120,20 @@ def _conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, st
     return F.conv3d(x, weight, bias, stride=stride, padding=padding)
 
 
+def _load_libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to trim
+        return None
+
+
+_LIBC = _load_libc()
+
+
 def _release_host_memory() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them otherwise), so RSS follows the plan."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 class Executor:

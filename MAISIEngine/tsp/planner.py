@@ -1,13 +1,14 @@
 """Memory planner: which tensors to keep, where, and how many segments each pass uses.
 
-A plan is a list of passes (see `executor`). Keeping a tensor costs memory for as long as later passes
-read it; not keeping it costs time, because every pass that needs it recomputes it (with halos). The
-planner starts from keeping nothing but the input and greedily keeps the tensor that saves the most
-predicted time while the predicted peak stays within the budget; on CUDA a kept tensor may live in
-pinned host memory instead (it then costs transfers, not device memory). Each pass then uses the
-thickest segments that fit. The model counts every buffer the executor holds (kept chunks, the rows a
-segment needs of each tensor, the output) and predicts time from multiply-accumulates, element-wise
-work and host-device transfers.
+A plan is a list of passes (see `executor`), one per tensor that is kept or whose GroupNorm statistics
+are needed. Keeping a tensor costs memory for as long as later passes read it; not keeping it costs
+time, because every later pass that needs it recomputes it. The planner starts from keeping nothing
+but the input (first keeping whatever lowers the peak most, if even that does not fit) and then
+greedily keeps the tensor that saves the most predicted time while the predicted peak stays within the
+budget; on CUDA a kept tensor may live in pinned host memory instead (it then costs transfers, not
+device memory). Each pass uses the thickest segments that fit. The memory model replays the pass
+schedule and counts what the executor holds (kept chunks, the rows each step computes and keeps, the
+output, the weights); time is predicted from multiply-accumulates, element-wise work and transfers.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class _CostModel:
         self.weight_bytes = sum(module.weight.numel() * itemsize for module in graph.modules.values())
         self.normalised = graph.normalised()
         self._ws_cache: dict[tuple[PassShape, int], int] = {}
-        self._time_cache: dict[PassShape, tuple[float, int]] = {}
+        self._time_cache: dict[PassShape, float] = {}
 
     def working_set(self, shape: PassShape, rows: int) -> int:
         """Bytes one interior segment of `rows` target rows holds at most (carried halo rows included)."""
@@ -170,10 +171,8 @@ class _CostModel:
                     elements += out * src // node.channels * (8 if node.pre == UPSAMPLE else 2 if node.pre else 0)
                 else:
                     elements += out
-            seconds = macs / self.model.mac_per_s + elements / self.model.elements_per_s
-            moved = sum(self.full_bytes[r] for r in shape.reads if r in offloaded)
-            self._time_cache[shape] = (seconds, moved)
-        seconds, _ = self._time_cache[shape]
+            self._time_cache[shape] = macs / self.model.mac_per_s + elements / self.model.elements_per_s
+        seconds = self._time_cache[shape]
         link = sum(self.full_bytes[r] for r in shape.reads if r in offloaded)
         pinning = 0.0
         if shape.target in offloaded:

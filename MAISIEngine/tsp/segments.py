@@ -39,13 +39,6 @@ def clip(rows: Rows, n: int) -> Rows:
     return max(rows[0], 0), min(rows[1], n)
 
 
-def split_rows(n: int, segments: int) -> list[Rows]:
-    """`segments` near-equal consecutive ranges covering [0, n)."""
-    segments = max(1, min(segments, n))
-    bounds = [(i * n) // segments for i in range(segments + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(segments)]
-
-
 @dataclass(frozen=True)
 class PassShape:
     """Which nodes a pass evaluates (in order, target last) and which stored tensors it reads."""

@@ -168,6 +168,35 @@ EXPECTED_STAGES: dict[str, list[str]] = {
 """The stages the worker reports for each job type, in order (a skipped one counts as done)."""
 
 
+def record_event(job: Any, event: dict[str, Any]) -> None:
+    """File one event on a job (local or remote): progress, result, error or cancellation."""
+    kind = event.get("event")
+    if kind == "progress":
+        job._tracker.update(event)
+    elif kind == "result":
+        job.result = event
+        job._tracker.fraction = 1.0
+    elif kind == "error":
+        job.error = event
+    elif kind == "cancelled":
+        job.cancelled = True
+    job.events.append(event)
+    job._unreturned.append(event)
+
+
+def drain_events(job: Any, hold_result: bool = False) -> None:
+    """Move every queued event onto the job; with `hold_result`, a result waits in the queue."""
+    while True:
+        try:
+            event = job._queue.get_nowait()
+        except queue.Empty:
+            return
+        if hold_result and event.get("event") == "result":
+            job._queue.put(event)
+            return
+        record_event(job, event)
+
+
 class RunningJob:
     """A worker process and the events it has printed so far."""
 
@@ -223,23 +252,7 @@ class RunningJob:
         return time.monotonic() - self.started_at
 
     def _collect(self) -> None:
-        while True:
-            try:
-                event = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            kind = event.get("event")
-            if kind == "progress":
-                self._tracker.update(event)
-            elif kind == "result":
-                self.result = event
-                self._tracker.fraction = 1.0
-            elif kind == "error":
-                self.error = event
-            elif kind == "cancelled":
-                self.cancelled = True
-            self.events.append(event)
-            self._unreturned.append(event)
+        drain_events(self)
 
     def _finish_if_exited(self) -> None:
         if self.returncode is not None:

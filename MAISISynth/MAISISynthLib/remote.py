@@ -19,7 +19,7 @@ from typing import Any
 import requests
 
 from MAISIEngine.errors import MaisiError
-from MAISISynthLib.jobs import EXPECTED_STAGES, ProgressTracker
+from MAISISynthLib.jobs import EXPECTED_STAGES, ProgressTracker, drain_events
 
 UPLOAD_KEYS = ("mask", "image", "labels", "tumor")
 """Job keys that name input files on this computer."""
@@ -113,27 +113,10 @@ class RemoteJob:
         self._local_paths = local
 
     def _collect(self) -> None:
-        while True:
-            try:
-                event = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            kind = event.get("event")
-            if kind == "progress":
-                self._tracker.update(event)
-            elif kind == "error":
-                self.error = event
-            elif kind == "cancelled":
-                self.cancelled = True
-            elif kind == "result":
-                if not self._done.is_set():  # keep it until the files are here
-                    self._queue.put(event)
-                    break
-                event = {**event, **getattr(self, "_local_paths", {})}
-                self.result = event
-                self._tracker.fraction = 1.0
-            self.events.append(event)
-            self._unreturned.append(event)
+        # A result waits until its files are downloaded; then its paths point at the local copies.
+        drain_events(self, hold_result=not self._done.is_set())
+        if self.result is not None and self.result.get("output_dir") != getattr(self, "_local_paths", {}).get("output_dir"):
+            self.result.update(getattr(self, "_local_paths", {}))
 
     def poll(self) -> list[dict[str, Any]]:
         """Events received since the last call; never blocks."""
