@@ -1,7 +1,8 @@
 """Benchmark: exact TSP decoding against MONAI's decoders on this CPU (not a test).
 
 One run decodes the same latent with the real rflow-ct VAE architecture and the same random weights:
-  ours       MAISIEngine.tsp.decode with a memory budget (--budget-mib)
+  ours-N     MAISIEngine.tsp.decode planned for a memory budget of N MiB (--budgets, several allowed;
+             "default" is the planner's own budget, half the available memory)
   monai-4    MONAI AutoencoderKlMaisi built with num_splits=4 (dim_split=1), decode_stage_2_outputs
   monai-1    the same network unsplit (num_splits=1): the reference output
   sliding    the reference's sliding-window decode: MONAI SlidingWindowInferer over the latent,
@@ -9,10 +10,10 @@ One run decodes the same latent with the real rflow-ct VAE architecture and the 
              scaled to this volume (same roi/volume ratio, 8 windows), predictor = unsplit decoder
 Each runs in its own subprocess so peak RSS (VmHWM) does not mix; it prints time, peak RSS, and the
 max abs difference to the unsplit output, then the ratios against the targets
-(peak RSS <= 0.35x monai-4, time <= 1.0x monai-4, difference <= 1e-4).
+(peak RSS <= 0.35x monai-4, time <= 1.0x monai-4, difference <= 1e-4) for each budget.
 
-    python bench/tsp.py                       # 128^3 output (latent 32^3)
-    python bench/tsp.py --latent 16 --budget-mib 400   # a quicker look
+    python bench/tsp.py                                 # 128^3 output (latent 32^3)
+    python bench/tsp.py --latent 16 --budgets 300       # a quicker look
 
 The CPU networks run in float32: MONAI's norm_float16=True path needs CUDA autocast, so every network
 here is built with norm_float16=False (the weights are the same).
@@ -58,7 +59,7 @@ def build(num_splits: int, weights: str):
     return model
 
 
-def child(mode: str, weights: str, latent_path: str, out_path: str, budget_mib: int) -> None:
+def child(mode: str, weights: str, latent_path: str, out_path: str) -> None:
     """Run one decoder in this process and print a JSON line with its figures."""
     import torch
 
@@ -67,10 +68,11 @@ def child(mode: str, weights: str, latent_path: str, out_path: str, budget_mib: 
     base = peak_rss_mib()
     start = time.perf_counter()
     with torch.inference_mode():
-        if mode == "ours":
+        if mode.startswith("ours"):
             from MAISIEngine import tsp
 
-            plan = tsp.plan_decode(latent.shape[1:], model, max_memory_bytes=budget_mib << 20)
+            budget = mode.split("-", 1)[1]
+            plan = tsp.plan_decode(latent.shape[1:], model, max_memory_bytes=None if budget == "default" else int(budget) << 20)
             print(tsp.format_plan(plan), file=sys.stderr)
             image = tsp.decode(model, latent, plan=plan)
         elif mode == "sliding":
@@ -96,13 +98,14 @@ def load_average() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latent", type=int, default=32, help="latent size per axis (output is 4x)")
-    parser.add_argument("--budget-mib", type=int, default=800, help="memory budget given to our planner")
-    parser.add_argument("--modes", default="ours,monai-4,monai-1,sliding")
+    parser.add_argument("--budgets", default="800,1400,default",
+                        help="memory budgets (MiB) for our planner, comma-separated; 'default' = the planner's own")
+    parser.add_argument("--reference", default="monai-4,monai-1,sliding", help="reference decoders to run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, *args.files, args.budget_mib)
+        child(args.child, *args.files)
         return 0
 
     import torch
@@ -114,22 +117,22 @@ def main() -> int:
         torch.manual_seed(1)
         torch.save(torch.randn(1, 4, args.latent, args.latent, args.latent), latent_path)
         results = {}
-        for mode in args.modes.split(","):
+        modes = [f"ours-{b}" for b in args.budgets.split(",") if b] + [m for m in args.reference.split(",") if m]
+        for mode in modes:
             out_path = os.path.join(tmp, f"{mode}.pt")
             load_before = load_average()
             proc = subprocess.run(
-                [sys.executable, __file__, "--child", mode, "--files", weights, latent_path, out_path,
-                 "--budget-mib", str(args.budget_mib)],
+                [sys.executable, __file__, "--child", mode, "--files", weights, latent_path, out_path],
                 capture_output=True, text=True, check=False,
             )
             if proc.returncode != 0:
                 print(proc.stderr, file=sys.stderr)
                 raise SystemExit(f"{mode} failed")
-            if mode == "ours":
+            if mode.startswith("ours"):
                 print(proc.stderr.strip())
             results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
             results[mode]["load"] = f"{load_before}->{load_average()}"
-            print(f"{mode:8s} done: {results[mode]['seconds']:.1f} s, peak RSS {results[mode]['peak_rss_mib']:.0f} MiB "
+            print(f"{mode:12s} done: {results[mode]['seconds']:.1f} s, peak RSS {results[mode]['peak_rss_mib']:.0f} MiB "
                   f"(load average {results[mode]['load']})", flush=True)
         reference = torch.load(os.path.join(tmp, "monai-1.pt"), weights_only=True) if "monai-1" in results else None
         for mode in results:
@@ -153,13 +156,15 @@ def report(results: dict, args) -> None:
     size = 4 * args.latent
     print(f"\nVAE decode, rflow-ct architecture, random weights, {size}^3 output (latent {args.latent}^3), "
           f"float32, {os.cpu_count()} CPU threads, torch {__import__('torch').__version__}")
-    print(f"{'decoder':10s} {'time (s)':>9s} {'peak RSS (MiB)':>15s} {'base RSS (MiB)':>15s} {'max |diff| to unsplit':>22s}")
+    print(f"{'decoder':12s} {'time (s)':>9s} {'peak RSS (MiB)':>15s} {'base RSS (MiB)':>15s} {'max |diff| to unsplit':>22s}")
     for mode, r in results.items():
-        print(f"{mode:10s} {r['seconds']:9.1f} {r['peak_rss_mib']:15.0f} {r['base_rss_mib']:15.0f} {r['max_abs_diff']:22.2e}")
-    if "ours" in results and "monai-4" in results:
-        ours, ref = results["ours"], results["monai-4"]
+        print(f"{mode:12s} {r['seconds']:9.1f} {r['peak_rss_mib']:15.0f} {r['base_rss_mib']:15.0f} {r['max_abs_diff']:22.2e}")
+    ref = results.get("monai-4")
+    for mode, ours in results.items():
+        if not mode.startswith("ours") or ref is None:
+            continue
         rss, sec = ours["peak_rss_mib"] / ref["peak_rss_mib"], ours["seconds"] / ref["seconds"]
-        print(f"\nours / monai-4: peak RSS {rss:.2f}x (target <= 0.35x: {'met' if rss <= 0.35 else 'NOT met'}), "
+        print(f"{mode} / monai-4: peak RSS {rss:.2f}x (target <= 0.35x: {'met' if rss <= 0.35 else 'NOT met'}), "
               f"time {sec:.2f}x (target <= 1.0x: {'met' if sec <= 1.0 else 'NOT met'}), "
               f"max |diff| {ours['max_abs_diff']:.1e} (target <= 1e-4: {'met' if ours['max_abs_diff'] <= 1e-4 else 'NOT met'})")
     if "sliding" in results:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -112,12 +113,53 @@ class DeviceWeights:
 _ONEDNN_MIN_MACS = 5e7  # below this, oneDNN's per-shape kernel generation costs more than it saves
 
 
-def _conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: tuple[int, int, int]) -> torch.Tensor:
-    """A 3D convolution; on CPU large thin slabs go straight to oneDNN, which PyTorch's heuristic skips for them."""
-    if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available()
-            and x[0, 0].numel() * weight.numel() / stride**3 >= _ONEDNN_MIN_MACS):
-        return torch.ops.aten.mkldnn_convolution(x, weight, bias, list(padding), [stride] * 3, [1, 1, 1], 1)
-    return F.conv3d(x, weight, bias, stride=stride, padding=padding)
+
+
+
+class _CpuThreads:
+    """Thread counts on a single CPU device: each kind of work runs with the count that has been faster.
+
+    Work is split into short steps. On an idle machine all threads are faster; on a busy one every
+    OpenMP barrier can wait a whole scheduler slice for a descheduled thread, and one thread is faster.
+    Each kind of step (keyed by operation and shape) is timed with both counts, then runs with the
+    faster one, re-timing the other now and then. Bookkeeping between steps runs on one thread.
+    """
+
+    RETRY = 16  # every this many calls of a convolution, time the other thread count again
+
+    def __init__(self, devices: list[torch.device]) -> None:
+        self.threads = torch.get_num_threads()
+        self.active = len(devices) == 1 and devices[0].type == "cpu" and self.threads > 1
+        self.seconds: dict[tuple, dict[int, float]] = {}
+        self.calls: dict[tuple, int] = {}
+
+    def light(self) -> None:
+        if self.active:
+            torch.set_num_threads(1)
+
+    def restore(self) -> None:
+        if self.active:
+            torch.set_num_threads(self.threads)
+
+    def heavy(self, key: tuple, work: Callable[[], object]) -> object:
+        """Run `work` (identified by `key`) with the thread count that has been faster for it."""
+        if not self.active:
+            return work()
+        timed = self.seconds.setdefault(key, {})
+        calls = self.calls[key] = self.calls.get(key, 0) + 1
+        if len(timed) < 2:
+            threads = 1 if self.threads in timed else self.threads
+        else:
+            best = min(timed, key=timed.__getitem__)
+            threads = best if calls % self.RETRY else (1 if best != 1 else self.threads)
+        torch.set_num_threads(threads)
+        start = time.perf_counter()
+        try:
+            return work()
+        finally:
+            elapsed = time.perf_counter() - start
+            timed[threads] = elapsed if threads not in timed else 0.5 * (timed[threads] + elapsed)
+            torch.set_num_threads(1)
 
 
 def _load_libc():
@@ -154,6 +196,7 @@ class Executor:
                 self.last_reader[r] = k
         self.copy_streams = {d: torch.cuda.Stream(d) for d in devices if d.type == "cuda"}
         self.host_compute = any(d.type == "cpu" for d in devices)
+        self.cpu_threads = _CpuThreads(devices)
 
     def _permuted(self, x: torch.Tensor) -> torch.Tensor:
         return x.permute((0, 1) + tuple(2 + p for p in self.perm))
@@ -167,6 +210,7 @@ class Executor:
         out_view = self._permuted(out)
         lengths = [s[0] for s in self.graph.sizes(tuple(x.shape[2 + p] for p in self.perm))]  # type: ignore[arg-type]
         pool = ThreadPoolExecutor(max_workers=len(self.devices)) if len(self.devices) > 1 else None
+        self.cpu_threads.light()
         try:
             for k, spec in enumerate(self.passes):
                 self._run_pass(k, spec, lengths, store, out_view, pool)
@@ -174,6 +218,7 @@ class Executor:
                 if progress is not None:
                     progress(k + 1, len(self.passes))
         finally:
+            self.cpu_threads.restore()
             if pool is not None:
                 pool.shutdown()
 
@@ -196,7 +241,7 @@ class Executor:
                 emitted = self._step(run, store, lengths)
                 if emitted is not None:
                     for nd in norms:
-                        stats[nd.index][run.device].add(emitted[2])
+                        stats[nd.index][run.device].add(emitted[2])  # one thread on CPU: sums do not depend on timing
                 return emitted
 
         while any(not run.schedule.finished for run in runs):
@@ -247,7 +292,7 @@ class Executor:
             if node.op == CONV:
                 new = self._conv(node, lo, hi, sources[0], lengths, weights)
             else:
-                new = self._add(node, lo, hi, sources, schedule)
+                new = self.cpu_threads.heavy(("add", v, hi - lo), lambda: self._add(node, lo, hi, sources, schedule))
             del sources
             if v == schedule.shape.target:
                 emitted = (lo, hi, new)
@@ -305,26 +350,43 @@ class Executor:
             return F.silu(out, inplace=True) if node.silu else out
         return _gather(pieces, a, b)
 
+    def _conv3d(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
+                padding: tuple[int, int, int]) -> torch.Tensor:
+        """A 3D convolution; on CPU large thin slabs go straight to oneDNN (PyTorch's heuristic sends
+        them to a much slower kernel)."""
+        if x.device.type != "cpu":
+            return F.conv3d(x, weight, bias, stride=stride, padding=padding)
+        if x.shape[1] == 1:  # one input channel: oneDNN answers in plain layout; keep every tensor channels-last
+            return F.conv3d(x, weight, bias, stride=stride, padding=padding).contiguous(memory_format=CHANNELS_LAST)
+        if x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available() \
+                and x[0, 0].numel() * weight.numel() / stride**3 >= _ONEDNN_MIN_MACS:
+            def work() -> torch.Tensor:
+                return torch.ops.aten.mkldnn_convolution(x, weight, bias, list(padding), [stride] * 3, [1, 1, 1], 1)
+        else:
+            def work() -> torch.Tensor:
+                return F.conv3d(x, weight, bias, stride=stride, padding=padding)
+        return self.cpu_threads.heavy((tuple(x.shape), tuple(weight.shape), stride, padding), work)
+
     def _conv(self, node: Node, lo: int, hi: int, source, lengths, weights: DeviceWeights) -> torch.Tensor:
         """Output rows [lo, hi) of a convolution; zero rows beyond the volume come from conv padding."""
         i, pieces = source
         n_in = lengths[i] * (2 if node.pre == UPSAMPLE else 1)  # rows the convolution itself sees
         a, b = lo * node.stride - node.pad[0], (hi - 1) * node.stride - node.pad[0] + node.kernel
         ca, cb = clip((a, b), n_in)
-        x = self._conv_input(node, pieces, ca, cb, lengths[i], weights)
+        x = self.cpu_threads.heavy(("input", node.index, cb - ca), lambda: self._conv_input(node, pieces, ca, cb, lengths[i], weights))
         weight, bias = weights.conv[node.index]
         p0, p1 = node.pad
         before, after = ca - a, b - cb
         if p0 != p1:  # MaisiDownsample's (0, 1) padding: pad explicitly on every axis
-            return _conv3d(F.pad(x, (p0, p1, p0, p1, before, after)), weight, bias, node.stride, (0, 0, 0))
+            return self._conv3d(F.pad(x, (p0, p1, p0, p1, before, after)), weight, bias, node.stride, (0, 0, 0))
         if not (before or after):
-            return _conv3d(x, weight, bias, node.stride, (0, p0, p0))
+            return self._conv3d(x, weight, bias, node.stride, (0, p0, p0))
         if node.stride == 1:
             # let the convolution pad the axis symmetrically, then drop the rows that used padding
             # where real rows exist: cheaper than copying the input into a zero-padded buffer
-            y = _conv3d(x, weight, bias, 1, (p0, p0, p0))
+            y = self._conv3d(x, weight, bias, 1, (p0, p0, p0))
             return y[:, :, p0 - before : p0 - before + (hi - lo)]
-        return _conv3d(F.pad(x, (0, 0, 0, 0, before, after)), weight, bias, node.stride, (0, p0, p0))
+        return self._conv3d(F.pad(x, (0, 0, 0, 0, before, after)), weight, bias, node.stride, (0, p0, p0))
 
 
 class _Run:

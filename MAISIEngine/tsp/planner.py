@@ -46,7 +46,7 @@ class DeviceModel:
 def device_model(device: torch.device, dtype: torch.dtype) -> DeviceModel:
     if device.type == "cuda":
         half = dtype in (torch.float16, torch.bfloat16)
-        return DeviceModel(6e13 if half else 1.2e13, 1e11, 2e10, 2e-3)
+        return DeviceModel(1.2e14 if half else 2.5e13, 2e11, 2e10, 2e-3)
     threads = max(1, torch.get_num_threads())
     return DeviceModel(9e10 * threads, 3e8 * threads, 1e10, 1e-3)
 
@@ -140,6 +140,8 @@ class _CostModel:
                         extra += (b - a + 4) * row_el[i] * 4 * item  # interpolated slab (4x the plane), a little wider
                     if node.pad[0] != node.pad[1]:
                         extra *= 2  # zero-padded copy
+                    if graph.nodes[i].channels == 1:
+                        extra += new  # the output arrives in plain layout and is copied to channels-last
                 else:
                     extra = new  # a residual sum not done in place
                 peak = max(peak, live + extra + new)
