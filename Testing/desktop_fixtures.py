@@ -59,3 +59,25 @@ def pixel_at(view, ijk) -> np.ndarray:
     image = view.capture()
     col, row = view.display_of(ijk)
     return image[row, col].astype(int)
+
+
+def open_main_window(qtbot, tmp_path: Path):
+    """The real main window, shown on the Xvfb screen, with a settings file of the test's own (so the
+    user's saved Compute choice cannot reach the tests); cancels a job left running at the end."""
+    from PyQt5 import QtCore, QtWidgets
+
+    from MAISIDesktop.main_window import MainWindow
+    from MAISISynthLib.jobs import JobRunner
+
+    runner = JobRunner(env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    settings = QtCore.QSettings(str(tmp_path / "maisi-desktop.ini"), QtCore.QSettings.IniFormat)
+    win = MainWindow(runs_dir=tmp_path / "runs", runner=runner, settings=settings)
+    qtbot.addWidget(win)
+    geometry = QtWidgets.QApplication.primaryScreen().availableGeometry()
+    win.resize(min(1500, geometry.width()), min(950, geometry.height()))
+    win.move(geometry.topLeft())
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    if win.jobs.is_running():
+        win.jobs.cancel()

@@ -25,14 +25,13 @@ pytest.importorskip("vtk")
 from PyQt5 import QtCore, QtGui, QtWidgets  # noqa: E402
 
 from desktop_fixtures import (  # noqa: E402
+    open_main_window,
     BODY, LIVER, SPLEEN, VERTEBRA, interior_voxel, pixel_at, torso_ct, torso_labels, write_nifti,
 )
 from MAISIEngine import labels as maisi_labels  # noqa: E402
 from MAISIDesktop import painting  # noqa: E402
 from MAISIDesktop.dialogs import PhantomSettings  # noqa: E402
-from MAISIDesktop.main_window import MainWindow  # noqa: E402
 from MAISIDesktop.overlay import WINDOW_PRESETS, grey_of  # noqa: E402
-from MAISISynthLib.jobs import JobRunner  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "docs" / "screenshots" / "desktop_main.png"
@@ -53,19 +52,7 @@ def assert_colour(actual, expected, what: str) -> None:
 
 @pytest.fixture
 def window(qtbot, tmp_path):
-    runner = JobRunner(env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    # A settings file of the test's own: the user's saved Compute choice must not reach the tests.
-    settings = QtCore.QSettings(str(tmp_path / "maisi-desktop.ini"), QtCore.QSettings.IniFormat)
-    win = MainWindow(runs_dir=tmp_path / "runs", runner=runner, settings=settings)
-    qtbot.addWidget(win)
-    geometry = QtWidgets.QApplication.primaryScreen().availableGeometry()
-    win.resize(min(1500, geometry.width()), min(950, geometry.height()))
-    win.move(geometry.topLeft())
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    if win.jobs.is_running():
-        win.jobs.cancel()
+    yield from open_main_window(qtbot, tmp_path)
 
 
 @pytest.fixture

@@ -16,10 +16,9 @@ pytest.importorskip("vtk")
 
 from PyQt5 import QtCore, QtWidgets  # noqa: E402
 
-from desktop_fixtures import torso_labels, write_nifti  # noqa: E402
+from desktop_fixtures import open_main_window, torso_labels, write_nifti  # noqa: E402
 from MAISIDesktop.main_window import MainWindow, read_execution_settings  # noqa: E402
 from MAISISynthLib.execution import ExecutionSettings  # noqa: E402
-from MAISISynthLib.jobs import JobRunner  # noqa: E402
 from server_fixtures import TOKEN, running_server  # noqa: E402
 
 JOB_TIMEOUT_MS = 180_000
@@ -31,17 +30,7 @@ def settings_file(tmp_path: Path) -> QtCore.QSettings:
 
 @pytest.fixture
 def window(qtbot, tmp_path):
-    runner = JobRunner(env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    win = MainWindow(runs_dir=tmp_path / "runs", runner=runner, settings=settings_file(tmp_path))
-    qtbot.addWidget(win)
-    geometry = QtWidgets.QApplication.primaryScreen().availableGeometry()
-    win.resize(min(1500, geometry.width()), min(950, geometry.height()))
-    win.move(geometry.topLeft())
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    if win.jobs.is_running():
-        win.jobs.cancel()
+    yield from open_main_window(qtbot, tmp_path)
 
 
 def type_into(qtbot, line_edit: QtWidgets.QLineEdit, text: str) -> None:

@@ -59,11 +59,11 @@ def build(num_splits: int, weights: str):
     return model
 
 
-def child(mode: str, weights: str, latent_path: str, out_path: str) -> None:
-    """Run one decoder in this process and print a JSON line with its figures."""
+def child(mode: str, weights: str, input_path: str, out_path: str, task: str) -> None:
+    """Run one decoder (or encoder) in this process and print a JSON line with its figures."""
     import torch
 
-    latent = torch.load(latent_path, weights_only=True)
+    latent = torch.load(input_path, weights_only=True)  # the image when encoding
     model = build(4 if mode == "monai-4" else 1, weights)
     base = peak_rss_mib()
     start = time.perf_counter()
@@ -72,9 +72,13 @@ def child(mode: str, weights: str, latent_path: str, out_path: str) -> None:
             from MAISIEngine import tsp
 
             budget = mode.split("-", 1)[1]
-            plan = tsp.plan_decode(latent.shape[1:], model, max_memory_bytes=None if budget == "default" else int(budget) << 20)
+            limit = None if budget == "default" else int(budget) << 20
+            planner = tsp.plan_decode if task == "decode" else tsp.plan_encode
+            plan = planner(latent.shape[1:], model, max_memory_bytes=limit)
             print(tsp.format_plan(plan), file=sys.stderr)
-            image = tsp.decode(model, latent, plan=plan)
+            image = tsp.decode(model, latent, plan=plan) if task == "decode" else tsp.encode(model, latent, plan=plan)
+        elif task == "encode":
+            image = model.encode(latent)[0]
         elif mode == "sliding":
             from monai.inferers import SlidingWindowInferer
 
@@ -98,6 +102,8 @@ def load_average() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latent", type=int, default=32, help="latent size per axis (output is 4x)")
+    parser.add_argument("--task", choices=["decode", "encode"], default="decode",
+                        help="encode: the same comparison for the encoder (image 4x the latent size in [0, 1])")
     parser.add_argument("--budgets", default="800,1400,default",
                         help="memory budgets (MiB) for our planner, comma-separated; 'default' = the planner's own")
     parser.add_argument("--reference", default="monai-4,monai-1,sliding", help="reference decoders to run")
@@ -105,7 +111,7 @@ def main() -> int:
     parser.add_argument("--files", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, *args.files)
+        child(args.child, *args.files, args.task)
         return 0
 
     import torch
@@ -115,14 +121,17 @@ def main() -> int:
         torch.manual_seed(0)
         torch.save(build_random_state(), weights)  # the official raw layout: a plain state dict
         torch.manual_seed(1)
-        torch.save(torch.randn(1, 4, args.latent, args.latent, args.latent), latent_path)
+        size = args.latent if args.task == "decode" else 4 * args.latent
+        sample = torch.randn(1, 4, size, size, size) if args.task == "decode" else torch.rand(1, 1, size, size, size)
+        torch.save(sample, latent_path)
         results = {}
-        modes = [f"ours-{b}" for b in args.budgets.split(",") if b] + [m for m in args.reference.split(",") if m]
+        modes = [f"ours-{b}" for b in args.budgets.split(",") if b] + [
+            m for m in args.reference.split(",") if m and not (m == "sliding" and args.task == "encode")]
         for mode in modes:
             out_path = os.path.join(tmp, f"{mode}.pt")
             load_before = load_average()
             proc = subprocess.run(
-                [sys.executable, __file__, "--child", mode, "--files", weights, latent_path, out_path],
+                [sys.executable, __file__, "--child", mode, "--task", args.task, "--files", weights, latent_path, out_path],
                 capture_output=True, text=True, check=False,
             )
             if proc.returncode != 0:
@@ -154,7 +163,7 @@ def build_random_state() -> dict:
 
 def report(results: dict, args) -> None:
     size = 4 * args.latent
-    print(f"\nVAE decode, rflow-ct architecture, random weights, {size}^3 output (latent {args.latent}^3), "
+    print(f"\nVAE {args.task}, rflow-ct architecture, random weights, {size}^3 image (latent {args.latent}^3), "
           f"float32, {os.cpu_count()} CPU threads, torch {__import__('torch').__version__}")
     print(f"{'decoder':12s} {'time (s)':>9s} {'peak RSS (MiB)':>15s} {'base RSS (MiB)':>15s} {'max |diff| to unsplit':>22s}")
     for mode, r in results.items():

@@ -12,9 +12,6 @@ the axis side by side.
 
 from __future__ import annotations
 
-import bisect
-import ctypes
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,8 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from MAISIEngine.tsp.graph import CONV, NORM, UPSAMPLE, Graph, Node
-from MAISIEngine.tsp.segments import Rows, Schedule, clip, input_rows, pass_shape, upsampled_rows
+from MAISIEngine.tsp.host import CpuThreads, release_host_memory
+from MAISIEngine.tsp.segments import Schedule, clip, input_rows, pass_shape, upsampled_rows
 from MAISIEngine.tsp.stats import GroupStats
+from MAISIEngine.tsp.storage import Pieces, Stored, gather, slices
 
 CHANNELS_LAST = torch.channels_last_3d
 INPUT_INDEX = 0  # the graph input is node 0 and always kept (it is the caller's tensor)
@@ -38,51 +37,6 @@ class PassSpec:
     segments: int
     store: bool
     offload: bool = False  # keep the stored chunks in host memory
-
-
-Pieces = list[tuple[int, torch.Tensor]]  # consecutive row ranges: (first row, tensor)
-
-
-def _slices(pieces: Pieces, a: int, b: int) -> Pieces:
-    """Views of the pieces covering rows [a, b)."""
-    out = []
-    for start, tensor in pieces:
-        end = start + tensor.shape[2]
-        if end > a and start < b:
-            out.append((max(a, start), tensor[:, :, max(a, start) - start : min(b, end) - start]))
-    return out
-
-
-def _gather(pieces: Pieces, a: int, b: int) -> torch.Tensor:
-    """Rows [a, b) as one tensor: a view when one piece holds them, else a copy."""
-    parts = _slices(pieces, a, b)
-    return parts[0][1] if len(parts) == 1 else torch.cat([t for _, t in parts], dim=2)
-
-
-class Stored:
-    """A full-size tensor held as row chunks, released from the front as passes move on."""
-
-    def __init__(self) -> None:
-        self.chunks: list[tuple[int, int, torch.Tensor, object]] = []
-
-    def add(self, lo: int, hi: int, value: torch.Tensor, ready: object = None) -> None:
-        bisect.insort(self.chunks, (lo, hi, value, ready), key=lambda c: c[0])
-
-    def pieces(self, rows: Rows, device: torch.device) -> "Pieces":
-        """Rows [a, b) as (first row, view) pieces on `device` (copied there only if stored elsewhere)."""
-        a, b = rows
-        out: Pieces = []
-        for lo, hi, value, ready in self.chunks:
-            if hi <= a or lo >= b:
-                continue
-            if ready is not None and device.type == "cuda":
-                torch.cuda.current_stream(device).wait_event(ready)  # type: ignore[arg-type]
-            part = value[:, :, max(a, lo) - lo : min(b, hi) - lo]
-            out.append((max(a, lo), part.to(device, non_blocking=True)))
-        return out
-
-    def release_below(self, row: int) -> None:
-        self.chunks = [c for c in self.chunks if c[1] > row]
 
 
 class DeviceWeights:
@@ -113,71 +67,6 @@ class DeviceWeights:
 _ONEDNN_MIN_MACS = 5e7  # below this, oneDNN's per-shape kernel generation costs more than it saves
 
 
-
-
-
-class _CpuThreads:
-    """Thread counts on a single CPU device: each kind of work runs with the count that has been faster.
-
-    Work is split into short steps. On an idle machine all threads are faster; on a busy one every
-    OpenMP barrier can wait a whole scheduler slice for a descheduled thread, and one thread is faster.
-    Each kind of step (keyed by operation and shape) is timed with both counts, then runs with the
-    faster one, re-timing the other now and then. Bookkeeping between steps runs on one thread.
-    """
-
-    RETRY = 16  # every this many calls of a convolution, time the other thread count again
-
-    def __init__(self, devices: list[torch.device]) -> None:
-        self.threads = torch.get_num_threads()
-        self.active = len(devices) == 1 and devices[0].type == "cpu" and self.threads > 1
-        self.seconds: dict[tuple, dict[int, float]] = {}
-        self.calls: dict[tuple, int] = {}
-
-    def light(self) -> None:
-        if self.active:
-            torch.set_num_threads(1)
-
-    def restore(self) -> None:
-        if self.active:
-            torch.set_num_threads(self.threads)
-
-    def heavy(self, key: tuple, work: Callable[[], object]) -> object:
-        """Run `work` (identified by `key`) with the thread count that has been faster for it."""
-        if not self.active:
-            return work()
-        timed = self.seconds.setdefault(key, {})
-        calls = self.calls[key] = self.calls.get(key, 0) + 1
-        if len(timed) < 2:
-            threads = 1 if self.threads in timed else self.threads
-        else:
-            best = min(timed, key=timed.__getitem__)
-            threads = best if calls % self.RETRY else (1 if best != 1 else self.threads)
-        torch.set_num_threads(threads)
-        start = time.perf_counter()
-        try:
-            return work()
-        finally:
-            elapsed = time.perf_counter() - start
-            timed[threads] = elapsed if threads not in timed else 0.5 * (timed[threads] + elapsed)
-            torch.set_num_threads(1)
-
-
-def _load_libc():
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to trim
-        return None
-
-
-_LIBC = _load_libc()
-
-
-def _release_host_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc keeps them otherwise), so RSS follows the plan."""
-    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
-
-
 class Executor:
     """Runs the passes of a plan for one input of batch size 1."""
 
@@ -196,7 +85,7 @@ class Executor:
                 self.last_reader[r] = k
         self.copy_streams = {d: torch.cuda.Stream(d) for d in devices if d.type == "cuda"}
         self.host_compute = any(d.type == "cpu" for d in devices)
-        self.cpu_threads = _CpuThreads(devices)
+        self.cpu_threads = CpuThreads(devices)
 
     def _permuted(self, x: torch.Tensor) -> torch.Tensor:
         return x.permute((0, 1) + tuple(2 + p for p in self.perm))
@@ -214,7 +103,7 @@ class Executor:
         try:
             for k, spec in enumerate(self.passes):
                 self._run_pass(k, spec, lengths, store, out_view, pool)
-                _release_host_memory()
+                release_host_memory()
                 if progress is not None:
                     progress(k + 1, len(self.passes))
         finally:
@@ -261,7 +150,7 @@ class Executor:
             for r in releasing:
                 store[r].release_below(min(run.keep.get(r, lengths[r]) for run in runs))
             if self.host_compute:
-                _release_host_memory()
+                release_host_memory()
         for r in releasing:
             del store[r]
         if produced is not None:
@@ -328,8 +217,8 @@ class Executor:
         if len(first) == 1 and first[0][0] == lo and first[0][1].shape[2] == hi - lo and len(schedule.consumers[i]) == 1:
             out = first[0][1]
         else:
-            out = _gather(first, lo, hi).clone(memory_format=CHANNELS_LAST)
-        for start, tensor in _slices(second, lo, hi):
+            out = gather(first, lo, hi).clone(memory_format=CHANNELS_LAST)
+        for start, tensor in slices(second, lo, hi):
             out[:, :, start - lo : start - lo + tensor.shape[2]].add_(tensor)
         return out
 
@@ -337,18 +226,18 @@ class Executor:
         """Rows [a, b) of what the convolution reads: its source, normalised (+SiLU) or upsampled x2."""
         if node.pre == UPSAMPLE:
             la, lb = upsampled_rows((a, b), n_source)
-            up = F.interpolate(_gather(pieces, la, lb), scale_factor=2.0, mode="trilinear")
+            up = F.interpolate(gather(pieces, la, lb), scale_factor=2.0, mode="trilinear")
             return up[:, :, a - 2 * la : b - 2 * la]
         if node.pre == NORM:
             mean, scale, bias = weights.norm[node.index]
-            parts = _slices(pieces, a, b)
+            parts = slices(pieces, a, b)
             out = torch.empty((1, parts[0][1].shape[1], b - a, *parts[0][1].shape[3:]), dtype=self.dtype,
                               device=weights.device, memory_format=CHANNELS_LAST)
             for start, tensor in parts:
                 torch.sub(tensor, mean, out=out[:, :, start - a : start - a + tensor.shape[2]])
             out.mul_(scale).add_(bias)
             return F.silu(out, inplace=True) if node.silu else out
-        return _gather(pieces, a, b)
+        return gather(pieces, a, b)
 
     def _conv3d(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
                 padding: tuple[int, int, int]) -> torch.Tensor:
