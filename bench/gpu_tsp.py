@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from MAISIEngine import tsp  # noqa: E402
-from MAISIEngine.presets import load_preset  # noqa: E402
+from MAISIEngine import tsp
+from MAISIEngine.presets import load_preset
 
 GB = 1e9
 TARGET_PEAK_GB = 16.0
@@ -34,7 +34,9 @@ TARGET_SECONDS = 57.0
 
 
 def build(device: torch.device, norm_float16: bool, state: dict | None = None):
-    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
+    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import (
+        AutoencoderKlMaisi,
+    )
 
     kwargs = dict(load_preset("rflow-ct").autoencoder)
     kwargs.update(norm_float16=norm_float16, num_splits=1)
@@ -60,10 +62,10 @@ def accuracy(model, device: torch.device, latent_size: tuple[int, int, int], hal
     scale = float(reference.abs().max())
     size = "x".join(str(4 * s) for s in latent_size)
     lines = [
-        f"accuracy {size}: TSP float32 vs MONAI unsplit float32: max |diff| {float((exact - reference).abs().max()):.2e} "
-        f"(output max |value| {scale:.2f})",
-        f"accuracy {size}: TSP {str(half).replace('torch.', '')} vs MONAI unsplit float32: max |diff| "
-        f"{float((fast - reference).abs().max()):.2e}, mean |diff| {float((fast - reference).abs().mean()):.2e}",
+        (f"accuracy {size}: TSP float32 vs MONAI unsplit float32: max |diff| {float((exact - reference).abs().max()):.2e} "
+         f"(output max |value| {scale:.2f})"),
+        (f"accuracy {size}: TSP {str(half).replace('torch.', '')} vs MONAI unsplit float32: max |diff| "
+         f"{float((fast - reference).abs().max()):.2e}, mean |diff| {float((fast - reference).abs().mean()):.2e}"),
     ]
     del reference, exact, fast
     return lines
@@ -126,8 +128,8 @@ def main() -> int:
     import monai
 
     header = [f"TSP decode benchmark on {name} ({total:.0f} GB), torch {torch.__version__}, MONAI {monai.__version__}",
-              f"rflow-ct VAE, random weights (seed 0), compute {str(half).replace('torch.', '')}, "
-              f"planner budget {budget / GB:.1f} GB, output float32 on the device"]
+              (f"rflow-ct VAE, random weights (seed 0), compute {str(half).replace('torch.', '')}, "
+               f"planner budget {budget / GB:.1f} GB, output float32 on the device")]
     print("\n".join(header), flush=True)
     torch.manual_seed(0)
     model = build(device, norm_float16=False)
@@ -148,17 +150,17 @@ def main() -> int:
             lines.append(f"{label}: out of memory: {str(exc).splitlines()[0]}")
             torch.cuda.empty_cache()
 
-    table = [f"{'output':>12s} {'offload':>8s} {'time (s)':>9s} {'peak alloc (GB)':>16s} {'predicted (GB)':>15s} "
-             f"{'kept':>5s} {'steps':>6s} {'finite':>7s} {'targets':>24s}"]
+    table = [(f"{'output':>12s} {'offload':>8s} {'time (s)':>9s} {'peak alloc (GB)':>16s} {'predicted (GB)':>15s} "
+              f"{'kept':>5s} {'steps':>6s} {'finite':>7s} {'targets':>24s}")]
     for r in rows:
         met = (r["peak"] <= TARGET_PEAK_GB * GB) and (r["seconds"] <= TARGET_SECONDS)
         verdict = "n/a (CPU smoke run)" if math.isnan(r["peak"]) else ("met" if met else "NOT met")
         table.append(
             f"{r['size']:>12s} {('yes' if r['offloaded'] else 'no') if r['offload_allowed'] else 'off':>8s} "
             f"{r['seconds']:9.1f} {r['peak'] / GB:16.2f} {r['predicted_peak'] / GB:15.2f} {r['kept']:5d} {r['steps']:6d} "
-            f"{str(r['finite']):>7s} {verdict:>24s}"
+            f"{r['finite']!s:>7s} {verdict:>24s}"
         )
-    summary = "\n".join(header + lines + [""] + table + [f"targets: peak <= {TARGET_PEAK_GB:.0f} GB, time <= {TARGET_SECONDS:.0f} s"])
+    summary = "\n".join([*header, *lines, "", *table, f"targets: peak <= {TARGET_PEAK_GB:.0f} GB, time <= {TARGET_SECONDS:.0f} s"])
     print("\n" + summary)
     out_dir = os.environ.get("OUT")
     if out_dir:

@@ -48,7 +48,9 @@ def peak_rss_mib() -> float:
 
 def build(num_splits: int, weights: str):
     import torch
-    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
+    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import (
+        AutoencoderKlMaisi,
+    )
 
     from MAISIEngine.presets import load_preset
 
@@ -144,15 +146,17 @@ def main() -> int:
             print(f"{mode:12s} done: {results[mode]['seconds']:.1f} s, peak RSS {results[mode]['peak_rss_mib']:.0f} MiB "
                   f"(load average {results[mode]['load']})", flush=True)
         reference = torch.load(os.path.join(tmp, "monai-1.pt"), weights_only=True) if "monai-1" in results else None
-        for mode in results:
+        for mode, figures in results.items():
             image = torch.load(os.path.join(tmp, f"{mode}.pt"), weights_only=True)
-            results[mode]["max_abs_diff"] = float((image - reference).abs().max()) if reference is not None else float("nan")
+            figures["max_abs_diff"] = float((image - reference).abs().max()) if reference is not None else float("nan")
     report(results, args)
     return 0
 
 
 def build_random_state() -> dict:
-    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
+    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import (
+        AutoencoderKlMaisi,
+    )
 
     from MAISIEngine.presets import load_preset
 
@@ -165,7 +169,7 @@ def report(results: dict, args) -> None:
     size = 4 * args.latent
     print(f"\nVAE {args.task}, rflow-ct architecture, random weights, {size}^3 image (latent {args.latent}^3), "
           f"float32, {os.cpu_count()} CPU threads, torch {__import__('torch').__version__}")
-    print(f"{'decoder':12s} {'time (s)':>9s} {'peak RSS (MiB)':>15s} {'base RSS (MiB)':>15s} {'max |diff| to unsplit':>22s}")
+    print(f"{'run':12s} {'time (s)':>9s} {'peak RSS (MiB)':>15s} {'base RSS (MiB)':>15s} {'max |diff| to unsplit':>22s}")
     for mode, r in results.items():
         print(f"{mode:12s} {r['seconds']:9.1f} {r['peak_rss_mib']:15.0f} {r['base_rss_mib']:15.0f} {r['max_abs_diff']:22.2e}")
     ref = results.get("monai-4")

@@ -16,7 +16,12 @@ from torch import nn
 
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.tsp.executor import Executor
-from MAISIEngine.tsp.graph import Graph, architecture_model, decoder_graph, encoder_graph
+from MAISIEngine.tsp.graph import (
+    Graph,
+    architecture_model,
+    decoder_graph,
+    encoder_graph,
+)
 from MAISIEngine.tsp.planner import Plan, make_plan, resolve_devices, resolve_dtype
 
 Progress = Callable[[int, int], None]

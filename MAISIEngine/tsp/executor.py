@@ -15,13 +15,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from MAISIEngine.tsp.graph import CONV, NORM, UPSAMPLE, Graph, Node
 from MAISIEngine.tsp.host import CpuThreads, release_host_memory
-from MAISIEngine.tsp.segments import Schedule, clip, input_rows, pass_shape, upsampled_rows
+from MAISIEngine.tsp.segments import (
+    Schedule,
+    clip,
+    input_rows,
+    pass_shape,
+    upsampled_rows,
+)
 from MAISIEngine.tsp.stats import GroupStats
 from MAISIEngine.tsp.storage import Pieces, Stored, gather, slices
 
@@ -56,11 +63,16 @@ class DeviceWeights:
         self.norm: dict[int, tuple[torch.Tensor, ...]] = {}
 
     def set_norm(self, index: int, mean: torch.Tensor, rstd: torch.Tensor, module: torch.nn.GroupNorm) -> None:
-        """Keep y = (x - mean) * scale + bias for a norm node, from whole-tensor statistics."""
+        """Keep y = (x - mean) * scale + bias for a norm node, from whole-tensor statistics.
+
+        The parameters stay float32 when computing in half precision, so x - mean is formed in float32
+        and rounded once, as MONAI's float16 GroupNorm does.
+        """
         weight = module.weight.detach().double().cpu() if module.affine else torch.ones_like(rstd)
         bias = module.bias.detach().double().cpu() if module.affine else torch.zeros_like(rstd)
+        dtype = torch.float32 if self.dtype in (torch.float16, torch.bfloat16) else self.dtype
         self.norm[index] = tuple(
-            t.to(device=self.device, dtype=self.dtype).view(1, -1, 1, 1, 1) for t in (mean, rstd * weight, bias)
+            t.to(device=self.device, dtype=dtype).view(1, -1, 1, 1, 1) for t in (mean, rstd * weight, bias)
         )
 
 
@@ -164,7 +176,7 @@ class Executor:
             for weights in self.weights:
                 weights.set_norm(nd.index, mean, rstd, module)
 
-    def _step(self, run: "_Run", store: dict[int, Stored], lengths: list[int]) -> tuple[int, int, torch.Tensor] | None:
+    def _step(self, run: _Run, store: dict[int, Stored], lengths: list[int]) -> tuple[int, int, torch.Tensor] | None:
         """One step of a device's schedule; returns the target rows it produced, if any."""
         graph, schedule, buffers = self.graph, run.schedule, run.buffers
         weights = self.weights[run.device]
@@ -181,7 +193,7 @@ class Executor:
             if node.op == CONV:
                 new = self._conv(node, lo, hi, sources[0], lengths, weights)
             else:
-                new = self.cpu_threads.heavy(("add", v, hi - lo), lambda: self._add(node, lo, hi, sources, schedule))
+                new = self.cpu_threads.heavy(("add", v, hi - lo), partial(self._add, node, lo, hi, sources, schedule))
             del sources
             if v == schedule.shape.target:
                 emitted = (lo, hi, new)
@@ -262,7 +274,7 @@ class Executor:
         n_in = lengths[i] * (2 if node.pre == UPSAMPLE else 1)  # rows the convolution itself sees
         a, b = lo * node.stride - node.pad[0], (hi - 1) * node.stride - node.pad[0] + node.kernel
         ca, cb = clip((a, b), n_in)
-        x = self.cpu_threads.heavy(("input", node.index, cb - ca), lambda: self._conv_input(node, pieces, ca, cb, lengths[i], weights))
+        x = self.cpu_threads.heavy(("input", node.index, cb - ca), partial(self._conv_input, node, pieces, ca, cb, lengths[i], weights))
         weight, bias = weights.conv[node.index]
         p0, p1 = node.pad
         before, after = ca - a, b - cb

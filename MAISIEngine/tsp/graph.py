@@ -189,7 +189,9 @@ def encoder_graph(autoencoder: nn.Module) -> Graph:
 
 def architecture_model(architecture: dict) -> nn.Module:
     """An `AutoencoderKlMaisi` with the given MONAI kwargs on the meta device (no memory, no weights)."""
-    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
+    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import (
+        AutoencoderKlMaisi,
+    )
 
     kwargs = dict(architecture)
     kwargs["num_splits"] = 1

@@ -21,7 +21,14 @@ import torch
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.tsp.executor import INPUT_INDEX, PassSpec
 from MAISIEngine.tsp.graph import CONV, UPSAMPLE, Graph
-from MAISIEngine.tsp.segments import PassShape, Rows, Schedule, clip, pass_shape, regions
+from MAISIEngine.tsp.segments import (
+    PassShape,
+    Rows,
+    Schedule,
+    clip,
+    pass_shape,
+    regions,
+)
 
 GiB = 1 << 30
 AXIS_NAMES = ("x", "y", "z")
@@ -275,9 +282,11 @@ def _host_available() -> int:
 
 
 def resolve_devices(devices) -> list[torch.device]:
-    """Check device names; MaisiError for a device that does not exist here."""
-    if isinstance(devices, (str, torch.device)):
+    """Check device names ("cpu", "cuda:1", a list, or "cuda:0,cuda:1"); MaisiError for one that does not exist."""
+    if isinstance(devices, torch.device):
         devices = [devices]
+    elif isinstance(devices, str):
+        devices = [d.strip() for d in devices.split(",") if d.strip()]
     if not devices:
         raise MaisiError("no device given", "use e.g. cpu or cuda:0")
     out: list[torch.device] = []
@@ -402,8 +411,11 @@ def make_plan(
         best = _search(cost, budget - reserve, options, _host_available() * 0.8)
     except _TooSmall as small:
         need = small.need + reserve
+        size = "x".join(map(str, input_shape[1:]))
+        what = (f"decoding a {size} latent ({'x'.join(map(str, out_spatial))} image)" if kind == "decode"
+                else f"encoding a {size} image")
         raise MaisiError(
-            f"a memory budget of {_fmt_bytes(budget)} is too small for {kind} of {'x'.join(map(str, input_shape[1:]))} "
+            f"a memory budget of {_fmt_bytes(budget)} is too small for {what} "
             f"(the smallest that works is {_fmt_bytes(need, up=True)})",
             f"allow at least {_fmt_bytes(need, up=True)} (--max-gpu-memory / max_memory_bytes), or use a smaller volume",
         ) from None
@@ -436,7 +448,7 @@ def format_plan(plan: Plan) -> str:
     """A few lines for `maisi info --plan`: sizes, devices, passes, predicted peak and time."""
     what = "latent" if plan.kind == "decode" else "image"
     other = "image" if plan.kind == "decode" else "latent"
-    shape = lambda s: f"{s[0]} x " + "x".join(str(v) for v in s[1:])  # noqa: E731
+    shape = lambda s: f"{s[0]} x " + "x".join(str(v) for v in s[1:])
     kept = [p for p in plan.passes if p.store]
     lines = [
         f"TSP {plan.kind}: {what} {shape(plan.input_shape)} -> {other} {shape(plan.output_shape)}",

@@ -41,7 +41,7 @@ class GroupStats:
             self.sum2 += torch.linalg.vecdot(centred, centred, dim=0).double()  # type: ignore[operator]
         self.count += flat.shape[0]
 
-    def merge(self, other: "GroupStats") -> None:
+    def merge(self, other: GroupStats) -> None:
         """Fold in statistics gathered elsewhere (another device) with their own shift."""
         if other.shift is None:
             return

@@ -36,7 +36,7 @@ class Stored:
     def add(self, lo: int, hi: int, value: torch.Tensor, ready: object = None) -> None:
         bisect.insort(self.chunks, (lo, hi, value, ready), key=lambda c: c[0])
 
-    def pieces(self, rows: Rows, device: torch.device) -> "Pieces":
+    def pieces(self, rows: Rows, device: torch.device) -> Pieces:
         """Rows [a, b) as (first row, view) pieces on `device` (copied there only if stored elsewhere)."""
         a, b = rows
         out: Pieces = []
