@@ -11,7 +11,6 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from types import ModuleType
 
 from MAISIEngine import __version__
@@ -86,10 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: internal error {exc.__class__.__name__}: {exc} "
               "(please report it with the command you ran; MAISI_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
-
-
-def existing_path(text: str) -> Path:
-    return Path(text).expanduser()
 
 
 if __name__ == "__main__":

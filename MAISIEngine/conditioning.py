@@ -38,7 +38,7 @@ def parse_regions(text: str | Sequence[str] | None) -> list[str] | None:
                 items += ["chest", "abdomen"]
             else:
                 pieces = part.split("-")
-                if part == "head-neck" or not all(p in maisi_labels.REGION_NAMES for p in pieces):
+                if not all(p in maisi_labels.REGION_NAMES for p in pieces):
                     raise MaisiError(
                         f"unknown body region '{part}'",
                         f"use {', '.join(maisi_labels.REGION_NAMES)} (join two with '+', e.g. chest+abdomen)",

@@ -28,7 +28,7 @@ from MAISIEngine import masks as mask_ops
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.nifti import Volume, read_volume, same_grid
 from MAISIEngine.masktools.tumors import check_tumor_in_host, host_mask
-from MAISIEngine.models import LoadedModel, load_model, resolve_device
+from MAISIEngine.models import LoadedModel, load_model, resolve_device, weights_provenance
 from MAISIEngine.pipeline import HU_MAX, HU_MIN, StageClock, array_sha256, seeded_noise, write_outputs
 from MAISIEngine.presets import load_preset
 from MAISIEngine.sampling import Conditions, make_scheduler, sample
@@ -224,8 +224,7 @@ def inpaint(request: InpaintRequest, progress: Callable | None = None, log: Call
     provenance = {
         "synthetic": True, "derived_from_real_image": True, "engine": "MAISIEngine", "engine_version": __version__,
         "task": "inpaint", "method": request.method, "model": preset.name,
-        "weights": {role: {"file": model.weight_files[role].rsplit("/", 1)[-1], "sha256": model.weight_sha256[role]}
-                    for role in model.weight_files},
+        "weights": weights_provenance(model),
         "seed": request.seed, "steps": steps, "tumor_type": request.tumor_type, "tumor_label": tumor_id,
         "tumor_voxels": int(tumor.sum()), "margin_mm": request.margin_mm,
         "crop": [[s.start, s.stop] for s in box], "size": list(request.image.shape),

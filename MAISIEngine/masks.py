@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
-from MAISIEngine.io.nifti import Volume, voxel_spacing
+from MAISIEngine.io.nifti import Volume
 
 if TYPE_CHECKING:  # torch is imported lazily: front ends validate masks without it
     import torch
@@ -144,6 +144,3 @@ def label_bitplanes(labels: "torch.Tensor") -> "torch.Tensor":
     bits = torch.arange(8, device=labels.device, dtype=torch.int64).view(1, 8, 1, 1, 1)
     return ((as_int >> bits) & 1).to(torch.float32)
 
-
-def mask_spacing(volume: Volume) -> tuple[float, float, float]:
-    return voxel_spacing(volume.affine)

@@ -26,6 +26,12 @@ class LoadedModel:
     weight_sha256: dict[str, str] = field(default_factory=dict)
 
 
+def weights_provenance(model: "LoadedModel") -> dict[str, dict[str, str]]:
+    """Role -> weight file name and sha256, as every output's provenance records them."""
+    return {role: {"file": Path(model.weight_files[role]).name, "sha256": model.weight_sha256[role]}
+            for role in model.weight_files}
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> the first GPU if there is one, else CPU; a GPU that is not there is refused."""
     name = (name or "auto").strip().lower()

@@ -25,7 +25,7 @@ from MAISIEngine import masks as mask_ops
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.atomic import atomic_directory
 from MAISIEngine.io.nifti import Volume, write_volume
-from MAISIEngine.models import LoadedModel, load_model, resolve_device
+from MAISIEngine.models import LoadedModel, load_model, resolve_device, weights_provenance
 from MAISIEngine.presets import Preset, load_preset
 from MAISIEngine.sampling import Conditions, make_scheduler, sample
 
@@ -255,7 +255,7 @@ def generate(request: GenerationRequest, progress: ProgressCallback | None = Non
         StageClock(progress, "decode")(1, 1)
         timings["decode_s"] = time.perf_counter() - tick
         image_hu = to_hounsfield(decoded, labels.array)
-        quality = _quality(image_hu, labels.array) if request.quality_retries > 0 or attempt == 0 else None
+        quality = _quality(image_hu, labels.array)
         attempts.append({"seed": seed, "quality_passed": None if quality is None else quality.get("passed")})
         if quality is None or quality.get("passed", True) or attempt == request.quality_retries:
             break
@@ -268,8 +268,7 @@ def generate(request: GenerationRequest, progress: ProgressCallback | None = Non
         "engine_version": __version__,
         "model": preset.name,
         "preset": preset.to_dict() if preset.weights_source == "directory" else preset.name,
-        "weights": {role: {"file": Path(model.weight_files[role]).name, "sha256": model.weight_sha256[role]}
-                    for role in model.weight_files},
+        "weights": weights_provenance(model),
         "seed": attempts[-1]["seed"],
         "requested_seed": int(request.seed),
         "attempts": attempts,

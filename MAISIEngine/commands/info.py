@@ -10,7 +10,6 @@ import torch
 
 from MAISIEngine import __version__
 from MAISIEngine.commands.common import parse_memory
-from MAISIEngine.errors import MaisiError
 from MAISIEngine.presets import load_preset, shipped_preset_names
 
 
@@ -80,5 +79,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {row['device']:<8} {row['name']}  {extra}")
     return 0
 
-
-__all__ = ["add_parser", "run", "MaisiError"]
