@@ -90,8 +90,9 @@ def check_inputs(request: InpaintRequest, supported_types: list[str]) -> int:
 
 
 def crop_box(tumor: np.ndarray, spacing: tuple[float, float, float], margin_mm: float, divisor: int,
-             shape: tuple[int, int, int]) -> tuple[slice, ...]:
-    """A box around the tumor with margin and context, sides multiples of `divisor`, inside the volume."""
+             shape: tuple[int, int, int], align: int = 1) -> tuple[slice, ...]:
+    """A box around the tumor with margin and context, sides multiples of `divisor`, inside the volume,
+    starting on multiples of `align` (so it is a box of whole latent voxels)."""
     if any(n < divisor for n in shape):
         raise MaisiError(f"the volume {list(shape)} is smaller than the model's block of {divisor} voxels",
                          "inpaint into a larger CT")
@@ -103,7 +104,7 @@ def crop_box(tumor: np.ndarray, spacing: tuple[float, float, float], margin_mm: 
         want = (high[axis] - low[axis]) + 2 * extra
         side = min(int(np.ceil(want / divisor) * divisor), shape[axis] // divisor * divisor)
         centre = (low[axis] + high[axis]) // 2
-        start = int(np.clip(centre - side // 2, 0, shape[axis] - side))
+        start = int(np.clip(centre - side // 2, 0, shape[axis] - side)) // align * align
         box.append(slice(start, start + side))
     return tuple(box)
 
@@ -120,6 +121,12 @@ def latent_region(tumor: np.ndarray, spacing: tuple[float, float, float], margin
     distance = ndimage.distance_transform_edt(~tumor, sampling=spacing)
     region = torch.from_numpy((distance <= margin_mm).astype(np.float32))[None, None]
     return torch.nn.functional.max_pool3d(region, kernel_size=factor, stride=factor)
+
+
+def pad_to_multiple(hu: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad the far end of every axis with air up to a multiple of the VAE's downsampling."""
+    padding = [(0, -n % multiple) for n in hu.shape]
+    return np.pad(hu, padding, constant_values=HU_MIN) if any(p for _, p in padding) else hu
 
 
 def hu_to_unit(hu: np.ndarray) -> torch.Tensor:
@@ -168,7 +175,9 @@ def inpaint(request: InpaintRequest, progress: Callable | None = None, log: Call
         StageClock(progress, "load")(1, 1)
     spacing = request.image.spacing
     tumor = request.tumor.astype(bool)
-    box = crop_box(tumor, spacing, request.margin_mm, preset.size_divisor, request.image.shape)
+    factor = preset.latent_downsample
+    box = crop_box(tumor, spacing, request.margin_mm, preset.size_divisor, request.image.shape, align=factor)
+    latent_box = (slice(None), slice(None)) + tuple(slice(b.start // factor, b.stop // factor) for b in box)
     labels_full = request.labels.array.astype(np.uint8).copy()
     labels_full[tumor] = tumor_id
     labels_crop = mask_ops.add_body_envelope(labels_full[box], spacing)
@@ -177,7 +186,12 @@ def inpaint(request: InpaintRequest, progress: Callable | None = None, log: Call
 
     tick = time.perf_counter()
     StageClock(progress, "encode")(0, 1)
-    known = tsp.encode(model.autoencoder, hu_to_unit(image_crop).to(device)) * model.scale_factor
+    # The VAE sees the whole CT, as it does when a CT is generated: its GroupNorms then normalise with
+    # the statistics of the whole volume, not of a crop that is mostly the organ (which shifts soft
+    # tissue by tens of HU); only the crop around the tumor is sampled.
+    whole = pad_to_multiple(request.image.array.astype(np.float32), factor)
+    known_whole = tsp.encode(model.autoencoder, hu_to_unit(whole).to(device)) * model.scale_factor
+    known = known_whole[latent_box].contiguous()
     StageClock(progress, "encode")(1, 1)
     encode_s = time.perf_counter() - tick
 
@@ -209,7 +223,8 @@ def inpaint(request: InpaintRequest, progress: Callable | None = None, log: Call
 
     tick = time.perf_counter()
     StageClock(progress, "decode")(0, 1)
-    generated = unit_to_hu(tsp.decode(model.autoencoder, latent / model.scale_factor))
+    known_whole[latent_box] = latent.to(known_whole.dtype)
+    generated = unit_to_hu(tsp.decode(model.autoencoder, known_whole / model.scale_factor))[box]
     StageClock(progress, "decode")(1, 1)
     decode_s = time.perf_counter() - tick
 

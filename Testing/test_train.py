@@ -470,6 +470,76 @@ def test_finetuning_from_a_model_writes_a_whole_model_directory(tmp_path: Path, 
     assert changed  # one training step moved the ControlNet away from the --init weights
 
 
+def test_freeze_encoder_trains_the_decoder_only(tmp_path: Path, trained_tiny: Path) -> None:
+    """--freeze-encoder: the latent space (encoder + quant convs) is bit-identical afterwards, the decoder moved."""
+    from MAISIEngine.models import load_model
+    from MAISIEngine.train.runner import train_stage
+
+    out = tmp_path / "sharpened"
+    result = train_stage(config("vae", out, 2, freeze_encoder=True, window_weight=1.0), block_source(),
+                         init=str(trained_tiny))
+    assert set(result.outputs) == {"autoencoder"}
+    before, after = load_model(trained_tiny, "cpu").autoencoder.state_dict(), load_model(out, "cpu").autoencoder.state_dict()
+    encoder_side = [k for k in before if k.split(".")[0] in ("encoder", "quant_conv_mu", "quant_conv_log_sigma")]
+    decoder_side = [k for k in before if k.split(".")[0] in ("decoder", "post_quant_conv")]
+    assert encoder_side and decoder_side and len(encoder_side) + len(decoder_side) == len(before)
+    for key in encoder_side:
+        assert torch.equal(before[key], after[key]), key
+    assert any(not torch.equal(before[k], after[k]) for k in decoder_side)
+
+
+def test_vae_draws_one_of_several_crop_sizes_per_step(tmp_path: Path, tiny_preset_file: Path) -> None:
+    """Several --size values: each step one size (the same in every process), all of them used."""
+    from MAISIEngine.train.runner import build_stage
+
+    cfg = config("vae", tmp_path / "m", 3, crop_sizes=((16, 16, 16), (32, 32, 24)), adv_weight=0.0)
+    stage = build_stage(cfg, block_source(), preset=str(tiny_preset_file)).stage
+    drawn = [stage.size_for(step) for step in range(40)]
+    assert set(drawn) == {(16, 16, 16), (32, 32, 24)}
+    assert drawn == [stage.size_for(step) for step in range(40)]
+    values = stage.train_step(next(s for s in range(40) if drawn[s] == (32, 32, 24)), range(2), progress=0.0)
+    assert np.isfinite(float(values["loss"]))
+
+
+def test_window_loss_weighs_soft_tissue_errors_inside_the_window() -> None:
+    from MAISIEngine.train.losses import window_l1
+
+    def unit(hu: float) -> torch.Tensor:
+        return torch.full((1, 1, 2, 2, 2), (hu + 1000.0) / 2000.0)
+
+    # 60 HU apart inside the 400 HU window: 60 / 400 of the window.
+    assert float(window_l1(unit(122.0), unit(62.0))) == pytest.approx(60.0 / 400.0, rel=1e-4)
+    # Air against air a little off, and bone against brighter bone: both outside the window, no loss.
+    assert float(window_l1(unit(-990.0), unit(-1000.0))) == 0.0
+    assert float(window_l1(unit(900.0), unit(700.0))) == 0.0
+    # Half in: a voxel at 300 HU (clipped to 240) against 200 HU.
+    assert float(window_l1(unit(300.0), unit(200.0))) == pytest.approx(40.0 / 400.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("option,message", [
+    (["--phantom-tumor-types", "liver,kidney"], "unknown tumor type(s) kidney (use some of lung, pancreas, liver"),
+    (["--phantom-tumors", "1.5"], "--phantom-tumors 1.5 is not a fraction"),
+    (["--phantom-regions", "head"], "unknown phantom region(s) head"),
+])
+def test_bad_phantom_choices_are_refused(tmp_path: Path, option: list[str], message: str) -> None:
+    code, output = cli("controlnet", "--phantoms", "2", *option, "--out", str(tmp_path / "x"))
+    assert code == 2 and message in output and len(output.splitlines()) == 1
+    assert not (tmp_path / "x" / "preset.json").exists()
+
+
+def test_phantom_pool_follows_the_tumor_and_region_choices() -> None:
+    from MAISIEngine.train.data import phantom_specs
+
+    specs = phantom_specs(12, 5, [(64, 64, 64)], (3.0, 3.0), regions=("abdomen",), tumor_fraction=1.0,
+                          tumor_types=("liver",))
+    assert {s.region for s in specs} == {"abdomen"} and {s.tumors for s in specs} == {("liver",)}
+
+
+def test_freeze_encoder_is_for_the_vae_only(tmp_path: Path) -> None:
+    code, output = cli("diffusion", "--freeze-encoder", "--phantoms", "1", "--out", str(tmp_path / "x"))
+    assert code == 2 and "--freeze-encoder applies to vae training only" in output
+
+
 def test_crop_sizes_the_unet_cannot_take_are_refused(tmp_path: Path, trained_tiny: Path) -> None:
     from MAISIEngine.train.runner import train_stage
 

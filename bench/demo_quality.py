@@ -25,20 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from MAISIEngine import labels as maisi_labels  # noqa: E402
+from MAISIEngine.phantom.fidelity import ORGAN_TOLERANCES, organ_errors  # noqa: E402
 
 HELD_OUT_SEED = 900_000
 """Phantom seeds from here on were never in a training pool of bench/train_demo.py."""
 
-# Acceptance: organ group -> (label ids, allowed |generated median - nominal median| in HU).
-ORGAN_TOLERANCES: dict[str, tuple[frozenset[int], float]] = {
-    "liver": (frozenset({1}), 50.0),
-    "spleen": (frozenset({3}), 50.0),
-    "kidneys": (frozenset({5, 14}), 50.0),
-    "heart": (frozenset({115}), 50.0),
-    "lungs": (maisi_labels.LUNG_IDS, 100.0),
-    "bone": (maisi_labels.BONE_IDS, 150.0),
-}
 PSNR_MIN_DB = 30.0
 SSIM_MIN = 0.90
 QUALITY_MIN_PASS = 0.9
@@ -65,27 +56,6 @@ def held_out_phantom(index: int, size=(128, 128, 128), spacing=(3.0, 3.0, 3.0), 
     phantom = make_phantom(size=tuple(size), spacing=tuple(spacing), region=region, seed=seed)
     return HeldOut(np.asarray(phantom.labels), np.asarray(phantom.ct, np.float32), dict(phantom.nominal_hu),
                    np.asarray(phantom.affine), seed, region)
-
-
-def organ_errors(image_hu: np.ndarray, labels: np.ndarray, nominal: dict[int, float],
-                 min_voxels: int = 20) -> dict[str, dict[str, Any]]:
-    """Per organ group: generated median HU, the phantom's nominal median over the same voxels, |error|."""
-    lookup = np.zeros(256, np.float64)
-    for label_id, value in nominal.items():
-        if 0 <= int(label_id) < 256:
-            lookup[int(label_id)] = float(value)
-    result: dict[str, dict[str, Any]] = {}
-    for group, (ids, tolerance) in ORGAN_TOLERANCES.items():
-        inside = np.isin(labels, list(ids))
-        count = int(inside.sum())
-        if count < min_voxels:
-            continue
-        median = float(np.median(image_hu[inside]))
-        expected = float(np.median(lookup[labels[inside].astype(np.int64)]))
-        error = abs(median - expected)
-        result[group] = {"median_hu": round(median, 1), "nominal_hu": round(expected, 1), "error_hu": round(error, 1),
-                         "tolerance_hu": tolerance, "ok": error <= tolerance, "voxels": count}
-    return result
 
 
 def vae_figures(autoencoder: torch.nn.Module, volumes: list[np.ndarray], device: torch.device,

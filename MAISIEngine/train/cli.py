@@ -43,9 +43,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     data.add_argument("--data", type=Path, help="folder with images/ and labels/ (same file names)")
     data.add_argument("--datalist", type=Path, help='JSON {"training": [{"image": ..., "label": ...}]}')
     data.add_argument("--phantoms", type=int, help="train on N procedural phantoms generated on the fly")
-    data.add_argument("--size", **_triple(int), help="crop size in image voxels (latent crop = size / 4)")
+    data.add_argument("--size", **_triple(int), action="append",
+                      help="crop size in image voxels (latent crop = size / 4); give it again for more sizes, "
+                           "one drawn per step")
     data.add_argument("--spacing", **_triple(float), help="resample data (or make phantoms) at this spacing in mm")
-    data.add_argument("--phantom-size", **_triple(int), help="phantom volume size (default: --size)")
+    data.add_argument("--phantom-size", **_triple(int), action="append",
+                      help="phantom volume size (default: --size); give it again for phantoms of several sizes")
+    data.add_argument("--phantom-tumors", type=float, default=0.4, metavar="FRACTION",
+                      help="share of phantoms that carry a tumor (default 0.4)")
+    data.add_argument("--phantom-tumor-types", help="comma-separated tumor types to draw from, e.g. liver,pancreas "
+                                                    "(default: all five)")
+    data.add_argument("--phantom-regions", help="comma-separated phantom regions, e.g. abdomen,chest-abdomen "
+                                                "(default: chest, abdomen, chest-abdomen)")
     run = parser.add_argument_group("run")
     run.add_argument("--steps", type=int, default=1000)
     run.add_argument("--batch-size", type=int, default=1, help="samples per process and step")
@@ -64,6 +73,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--adv-weight", type=float, default=0.1)
     vae.add_argument("--adv-start", type=float, default=0.3, help="fraction of the run before the adversarial loss starts")
     vae.add_argument("--disc-channels", type=int, default=32, help="patch discriminator width (MAISI: 32)")
+    vae.add_argument("--window-loss-weight", type=float, default=0.0,
+                     help="extra L1 in the soft-tissue window (level 40, width 400 HU): organ intensities "
+                          "tens of HU apart (default 0: the paper's objective)")
+    vae.add_argument("--freeze-encoder", action="store_true",
+                     help="train the decoder only, keeping the latent space of the diffusion model and ControlNets")
     vae.add_argument("--perceptual-weights", help="local ResNet-50 state dict for the perceptual loss (never downloaded)")
     vae.add_argument("--perceptual-weight", type=float, default=0.3)
     diffusion = parser.add_argument_group("diffusion / controlnet")
@@ -73,11 +87,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                            help="controlnet: loss weight on tumor voxels (MAISI weights tumors up)")
 
 
+def _names(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     lr, size = STAGE_DEFAULTS[args.stage]
-    size = tuple(args.size) if args.size else size
-    if any(s <= 0 for s in size):
-        raise MaisiError(f"--size {size} must be positive", "e.g. --size 64 64 64")
+    sizes = [tuple(s) for s in args.size] if args.size else [size]
+    for size in sizes:
+        if any(s <= 0 for s in size):
+            raise MaisiError(f"--size {size} must be positive", "e.g. --size 64 64 64")
+    size = sizes[0]
+    several = tuple(sizes) if len(sizes) > 1 else ()
+    if args.freeze_encoder and args.stage != "vae":
+        raise MaisiError("--freeze-encoder applies to vae training only", "drop --freeze-encoder, or train vae")
     if args.task != "generate" and args.stage != "controlnet":
         raise MaisiError("--task applies to controlnet training only", "drop --task, or train controlnet")
     return TrainConfig(
@@ -85,7 +108,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr if args.lr is not None else lr, seed=args.seed, device=args.device, amp=args.amp,
         resume=args.resume, checkpoint_every=args.checkpoint_every, time_budget_s=args.time_budget,
         progress=not args.no_progress, size=size, kl_weight=args.kl_weight, adv_weight=args.adv_weight,
-        adv_start=args.adv_start, disc_channels=args.disc_channels,
+        adv_start=args.adv_start, disc_channels=args.disc_channels, freeze_encoder=args.freeze_encoder,
+        window_weight=args.window_loss_weight,
+        crop_sizes=several if args.stage == "vae" else (),
+        latent_sizes=tuple(tuple(max(1, v // 4) for v in s) for s in several) if args.stage != "vae" else (),
         perceptual_weight=args.perceptual_weight if args.perceptual_weights else 0.0,
         perceptual_weights_path=args.perceptual_weights, class_dropout=args.class_dropout, task=args.task,
         tumor_loss_weight=args.tumor_loss_weight,
@@ -105,9 +131,11 @@ def run(args: argparse.Namespace) -> int:
             if ctx.is_main:
                 print(message, file=sys.stderr)
 
-        phantom_size = tuple(args.phantom_size) if args.phantom_size else config.size
+        phantom_sizes = [tuple(s) for s in args.phantom_size] if args.phantom_size else [config.size]
         source = build_source(args.stage, data=args.data, datalist=args.datalist, phantoms=args.phantoms,
-                              spacing=args.spacing, phantom_sizes=[phantom_size], seed=config.seed)
+                              spacing=args.spacing, phantom_sizes=phantom_sizes, seed=config.seed,
+                              tumor_fraction=args.phantom_tumors, tumor_types=_names(args.phantom_tumor_types),
+                              regions=_names(args.phantom_regions))
         result = train_stage(config, source, preset=args.preset, init=args.init, ctx=ctx, log=say)
     finally:
         shutdown(ctx)

@@ -42,6 +42,9 @@ class TrainConfig:
     """Keep the training volumes (or latents) on the GPU and crop there (phantom pools that fit)."""
     size: tuple[int, int, int] = (64, 64, 64)
     """Crop size in image voxels (the latent crop is this divided by the VAE's downsampling)."""
+    crop_sizes: tuple[tuple[int, int, int], ...] = ()
+    """VAE crop sizes drawn per step (image voxels); empty = `size`. Several sizes train the decoder's
+    GroupNorms on the statistics of several fields of view."""
     latent_sizes: tuple[tuple[int, int, int], ...] = ()
     """Latent crop sizes drawn per step (diffusion/ControlNet); empty = derived from `size`."""
     # VAE objectives
@@ -51,9 +54,14 @@ class TrainConfig:
     """Fraction of the run after which the adversarial loss switches on (reconstruction first)."""
     disc_channels: int = 32
     """Width of the patch discriminator's first layer (MAISI: 32; a small VAE does with fewer)."""
+    window_weight: float = 0.0
+    """Weight of an extra L1 in the soft-tissue HU window (0 = the paper's objective)."""
     perceptual_weight: float = 0.3
     perceptual_weights_path: str | None = None
     augment_flips: bool = True
+    freeze_encoder: bool = False
+    """Train the decoder only: the latent space stays as it is, so a diffusion model and ControlNets
+    trained on it remain valid (sharpen or de-bias a VAE after the later stages were trained)."""
     # diffusion / ControlNet objectives
     class_dropout: float = 0.0
     task: str = "generate"
@@ -69,7 +77,9 @@ class TrainConfig:
             "batch_size": self.batch_size,
             "size": list(self.size),
             "latent_sizes": [list(s) for s in self.latent_sizes],
+            "crop_sizes": [list(s) for s in self.crop_sizes],
             "task": self.task,
+            "freeze_encoder": self.freeze_encoder,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -77,4 +87,5 @@ class TrainConfig:
         data["out_dir"] = str(self.out_dir)
         data["size"] = list(self.size)
         data["latent_sizes"] = [list(s) for s in self.latent_sizes]
+        data["crop_sizes"] = [list(s) for s in self.crop_sizes]
         return data

@@ -424,6 +424,10 @@ def slot_seed(seed: int, step: int, slot: int, stream: int = 0) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
 
 
+BATCH_SHAPE_SLOT = 1 << 30
+"""Pseudo slot whose random stream picks the crop size of a step (shared by all processes)."""
+
+
 def slot_rng(seed: int, step: int, slot: int) -> np.random.Generator:
     return np.random.default_rng(slot_seed(seed, step, slot, stream=1))
 

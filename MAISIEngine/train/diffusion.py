@@ -17,7 +17,7 @@ from MAISIEngine.presets import Preset
 from MAISIEngine.sampling import make_scheduler
 from MAISIEngine.train.checkpoints import write_role
 from MAISIEngine.train.config import TrainConfig
-from MAISIEngine.train.data import TensorStore, VolumeSource, crop, crop_start, slot_rng
+from MAISIEngine.train.data import BATCH_SHAPE_SLOT, TensorStore, VolumeSource, crop, crop_start, slot_rng
 from MAISIEngine.train.distributed import DistContext, wrap_ddp
 from MAISIEngine.train.latents import LatentCache
 from MAISIEngine.train.losses import diffusion_target, optimizer_step, per_slot_noise, sample_timesteps, weighted_l1
@@ -25,10 +25,6 @@ from MAISIEngine.train.precision import autocast
 
 CentreChooser = Callable[[int, np.random.Generator], "tuple[float, float, float] | None"]
 """Optional crop centre (latent voxels) for a volume, e.g. on a tumor; None for a random crop."""
-
-BATCH_SHAPE_SLOT = 1 << 30
-"""Pseudo slot whose random stream picks the latent crop size of a step (shared by all processes)."""
-
 
 @dataclass
 class LatentDraw:

@@ -95,6 +95,24 @@ def weighted_l1(prediction: torch.Tensor, target: torch.Tensor, weights: torch.T
     return (error * weights).mean()
 
 
+SOFT_TISSUE_WINDOW_HU = (-160.0, 240.0)
+"""Window (level 40, width 400) in which soft-tissue organs and tumors differ by tens of HU."""
+
+
+def window_l1(prediction: torch.Tensor, target: torch.Tensor,
+              window_hu: tuple[float, float] = SOFT_TISSUE_WINDOW_HU) -> torch.Tensor:
+    """L1 between images in [0, 1] (HU [-1000, 1000]) seen through an HU window.
+
+    A 60 HU error in the liver is 0.03 of the full range, which the plain L1 hardly notices next to
+    edges of bone and air; inside a 400 HU window it weighs five times as much, and voxels far outside
+    the window (air, cortical bone) stop counting, so the edges do not drown it out.
+    """
+    lo, hi = ((w + 1000.0) / 2000.0 for w in window_hu)
+    def view(x: torch.Tensor) -> torch.Tensor:
+        return ((x.float() - lo) / (hi - lo)).clamp(0.0, 1.0)
+    return (view(prediction) - view(target)).abs().mean()
+
+
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters: list[torch.nn.Parameter],
                    clip: float) -> None:
     """Backward, optional gradient-norm clipping, step."""

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
+from MAISIEngine.phantom import REGIONS as PHANTOM_REGIONS
 from MAISIEngine.presets import Preset
 from MAISIEngine.train.config import STAGES, TrainConfig
 from MAISIEngine.train.data import (
@@ -33,7 +36,9 @@ def build_source(stage: str, *, data: str | Path | None = None, datalist: str | 
                  phantoms: int | None = None, spacing: Sequence[float] | None = None,
                  phantom_sizes: Sequence[Sequence[int]] | None = None,
                  phantom_spacing_range: tuple[float, float] = (2.0, 4.0), seed: int = 0,
-                 tumor_fraction: float = 0.4, workers: int | None = None, validate: bool = True) -> VolumeSource:
+                 tumor_fraction: float = 0.4, tumor_types: Sequence[str] | None = None,
+                 regions: Sequence[str] | None = None, workers: int | None = None,
+                 validate: bool = True) -> VolumeSource:
     """The training volumes of one of --data DIR, --datalist JSON or --phantoms N."""
     chosen = [name for name, value in (("--data", data), ("--datalist", datalist), ("--phantoms", phantoms))
               if value is not None]
@@ -46,7 +51,22 @@ def build_source(stage: str, *, data: str | Path | None = None, datalist: str | 
         sizes = list(phantom_sizes or [(64, 64, 64)])
         if spacing is not None:
             phantom_spacing_range = (float(min(spacing)), float(max(spacing)))
-        specs = phantom_specs(int(phantoms), seed, sizes, phantom_spacing_range, tumor_fraction=tumor_fraction)
+        if not 0.0 <= tumor_fraction <= 1.0:
+            raise MaisiError(f"--phantom-tumors {tumor_fraction} is not a fraction", "give a number from 0 to 1, e.g. 0.4")
+        choices: dict[str, Any] = {}
+        if tumor_types:
+            unknown = [t for t in tumor_types if t not in maisi_labels.TUMOR_TYPES]
+            if unknown:
+                raise MaisiError(f"unknown tumor type(s) {', '.join(unknown)}",
+                                 f"use some of {', '.join(maisi_labels.TUMOR_TYPES)}")
+            choices["tumor_types"] = tuple(tumor_types)
+        if regions:
+            unknown = [r for r in regions if r not in PHANTOM_REGIONS]
+            if unknown:
+                raise MaisiError(f"unknown phantom region(s) {', '.join(unknown)}", f"use some of {', '.join(PHANTOM_REGIONS)}")
+            choices["regions"] = tuple(regions)
+        specs = phantom_specs(int(phantoms), seed, sizes, phantom_spacing_range, tumor_fraction=tumor_fraction,
+                              **choices)
         if spacing is not None:
             fixed = tuple(float(v) for v in spacing)
             specs = [PhantomSpec(s.size, fixed, s.region, s.seed, s.tumors) for s in specs]  # type: ignore[arg-type]
@@ -113,6 +133,11 @@ def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
         autoencoder, _, origin = trainable_network("autoencoder", sources, device)
         say(f"autoencoder starts from {origin}")
         stage = VAEStage(config, ctx, model_preset, source, autoencoder)
+        if config.freeze_encoder:  # same latent space: the later stages of --init stay valid, carry them
+            for role in ("diffusion_unet", "controlnet"):
+                if sources.init_model is not None and role in sources.init_model.weights:
+                    network, checkpoint = frozen_network(role, sources, device, "the VAE")
+                    frozen[role] = (network, checkpoint.scale_factor if role == "diffusion_unet" else None)
     else:
         autoencoder, _ = frozen_network("autoencoder", sources, device, config.stage)
         frozen["autoencoder"] = (autoencoder, None)

@@ -14,9 +14,16 @@ from MAISIEngine.errors import MaisiError
 from MAISIEngine.presets import Preset
 from MAISIEngine.train.checkpoints import write_role
 from MAISIEngine.train.config import TrainConfig
-from MAISIEngine.train.data import TensorStore, VolumeSource, image_batch
+from MAISIEngine.train.data import BATCH_SHAPE_SLOT, TensorStore, VolumeSource, image_batch, slot_rng
 from MAISIEngine.train.distributed import DistContext, wrap_ddp
-from MAISIEngine.train.losses import kl_divergence, make_perceptual_loss, optimizer_step, per_slot_noise, psnr_unit
+from MAISIEngine.train.losses import (
+    kl_divergence,
+    make_perceptual_loss,
+    optimizer_step,
+    per_slot_noise,
+    psnr_unit,
+    window_l1,
+)
 from MAISIEngine.train.precision import autocast
 
 
@@ -39,45 +46,62 @@ def make_discriminator(channels: int = 32) -> PatchDiscriminator:
                               norm="INSTANCE")
 
 
+ENCODER_PARTS = ("encoder", "quant_conv_mu", "quant_conv_log_sigma")
+"""Submodules of MONAI's AutoencoderKL that map an image to its posterior: the latent space."""
+
+
+def freeze_encoder(autoencoder: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Stop gradients into the encoder side and return the decoder's parameters (the ones left to train)."""
+    for name in ENCODER_PARTS:
+        getattr(autoencoder, name).requires_grad_(False)
+    return [p for p in autoencoder.parameters() if p.requires_grad]
+
+
 class VAEPass(torch.nn.Module):
     """Encode, draw z = mu + sigma * eps with the given eps, decode: one module so DDP sees one forward."""
 
-    def __init__(self, autoencoder: torch.nn.Module) -> None:
+    def __init__(self, autoencoder: torch.nn.Module, encoder_frozen: bool = False) -> None:
         super().__init__()
         self.autoencoder = autoencoder
+        self.encoder_frozen = encoder_frozen
 
     def forward(self, images: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        z_mu, z_sigma = self.autoencoder.encode(images)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+            z_mu, z_sigma = self.autoencoder.encode(images)
         reconstruction = self.autoencoder.decode(z_mu + eps * z_sigma)
         return reconstruction, z_mu, z_sigma
 
 
 class VAEStage:
     key = "vae"
-    log_keys = ("loss", "l1", "kl", "perceptual", "adv_g", "d_loss", "psnr")
+    log_keys = ("loss", "l1", "kl", "perceptual", "adv_g", "d_loss", "psnr", "window_l1")
 
     def __init__(self, config: TrainConfig, ctx: DistContext, preset: Preset, source: VolumeSource,
                  autoencoder: torch.nn.Module) -> None:
         if not source.has_images:
             raise MaisiError("VAE training needs CT images", "give --data/--datalist with images, or --phantoms N")
         divisor = preset.latent_downsample
-        if any(s % divisor for s in config.size):
-            raise MaisiError(f"--size {tuple(config.size)} is not a multiple of {divisor} on every axis",
-                             f"use multiples of {divisor}, e.g. 64 64 64")
-        if config.adv_weight > 0 and min(config.size) < MIN_ADVERSARIAL_CROP:
-            raise MaisiError(f"the adversarial loss needs crops of at least {MIN_ADVERSARIAL_CROP} voxels per axis "
-                             f"(--size {tuple(config.size)})",
-                             f"use --size {MIN_ADVERSARIAL_CROP} {MIN_ADVERSARIAL_CROP} {MIN_ADVERSARIAL_CROP} or larger, "
-                             "or --adv-weight 0")
+        self.sizes = [tuple(size) for size in (config.crop_sizes or (config.size,))]
+        for size in self.sizes:
+            if any(s % divisor for s in size):
+                raise MaisiError(f"--size {size} is not a multiple of {divisor} on every axis",
+                                 f"use multiples of {divisor}, e.g. 64 64 64")
+            if config.adv_weight > 0 and min(size) < MIN_ADVERSARIAL_CROP:
+                raise MaisiError(f"the adversarial loss needs crops of at least {MIN_ADVERSARIAL_CROP} voxels per axis "
+                                 f"(--size {size})",
+                                 f"use --size {MIN_ADVERSARIAL_CROP} {MIN_ADVERSARIAL_CROP} {MIN_ADVERSARIAL_CROP} or larger, "
+                                 "or --adv-weight 0")
         self.config, self.ctx, self.preset, self.source = config, ctx, preset, source
         self.store = TensorStore(source, ctx.device, config.data_on_device)
         self.latent_channels = int(preset.autoencoder["latent_channels"])
         self.divisor = divisor
         self.autoencoder = disable_cache_flushing(autoencoder).to(ctx.device).train()
         self.discriminator = make_discriminator(config.disc_channels).to(ctx.device).train()
-        self.vae_pass = wrap_ddp(VAEPass(self.autoencoder), ctx)
+        self.generator_parameters = freeze_encoder(self.autoencoder) if config.freeze_encoder \
+            else list(self.autoencoder.parameters())
+        self.vae_pass = wrap_ddp(VAEPass(self.autoencoder, config.freeze_encoder), ctx)
         self.discriminator_ddp = wrap_ddp(self.discriminator, ctx)
-        self.opt_g = torch.optim.AdamW(self.autoencoder.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.opt_g = torch.optim.AdamW(self.generator_parameters, lr=config.lr, weight_decay=config.weight_decay)
         self.opt_d = torch.optim.AdamW(self.discriminator.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.adversarial = PatchAdversarialLoss(criterion="least_squares")
         self.perceptual = make_perceptual_loss(config.perceptual_weights_path, ctx.device) \
@@ -85,6 +109,12 @@ class VAEStage:
 
     def trainable(self) -> dict[str, torch.nn.Module]:
         return {"autoencoder": self.autoencoder, "discriminator": self.discriminator}
+
+    def size_for(self, step: int) -> tuple[int, ...]:
+        """The crop size of a step (one per step, so a batch shares a shape; the same in every process)."""
+        if len(self.sizes) == 1:
+            return self.sizes[0]
+        return self.sizes[int(slot_rng(self.config.seed, step, BATCH_SHAPE_SLOT).integers(len(self.sizes)))]
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"autoencoder": self.opt_g, "discriminator": self.opt_d}
@@ -97,8 +127,9 @@ class VAEStage:
 
     def train_step(self, step: int, slots: range, progress: float) -> dict[str, torch.Tensor | float]:
         config, device = self.config, self.ctx.device
-        images = image_batch(self.store, config.seed, step, slots, config.size, config.augment_flips).to(device)
-        latent_shape = (len(slots), self.latent_channels) + tuple(s // self.divisor for s in config.size)
+        size = self.size_for(step)
+        images = image_batch(self.store, config.seed, step, slots, size, config.augment_flips).to(device)
+        latent_shape = (len(slots), self.latent_channels) + tuple(s // self.divisor for s in size)
         eps = per_slot_noise(latent_shape, config.seed, step, slots, device)
         adversarial_on = config.adv_weight > 0 and progress >= config.adv_start
         with autocast(device, config.amp):
@@ -109,7 +140,11 @@ class VAEStage:
         loss = l1 + config.kl_weight * kl
         zero = torch.zeros((), device=device)
         values: dict[str, torch.Tensor | float] = {"l1": l1.detach(), "kl": kl.detach(), "perceptual": zero,
-                                                   "adv_g": zero, "d_loss": zero}
+                                                   "adv_g": zero, "d_loss": zero, "window_l1": zero}
+        if config.window_weight > 0:
+            windowed = window_l1(reconstruction, images)
+            loss = loss + config.window_weight * windowed
+            values["window_l1"] = windowed.detach()
         if self.perceptual is not None:
             perceptual = self.perceptual(reconstruction, images)
             loss = loss + config.perceptual_weight * perceptual
@@ -123,7 +158,7 @@ class VAEStage:
             self.discriminator.requires_grad_(True)
             loss = loss + config.adv_weight * adv_g
             values["adv_g"] = adv_g.detach()
-        optimizer_step(loss, self.opt_g, list(self.autoencoder.parameters()), config.grad_clip)
+        optimizer_step(loss, self.opt_g, self.generator_parameters, config.grad_clip)
         if adversarial_on:
             batch = len(slots)
             with autocast(device, config.amp):
@@ -139,7 +174,7 @@ class VAEStage:
     def evaluate(self, step: int, slots: range) -> float:
         """Reconstruction L1 (posterior mean) on the batch of `step`, without training."""
         config, device = self.config, self.ctx.device
-        images = image_batch(self.store, config.seed, step, slots, config.size, config.augment_flips).to(device)
+        images = image_batch(self.store, config.seed, step, slots, self.size_for(step), config.augment_flips).to(device)
         with torch.no_grad(), autocast(device, config.amp):
             z_mu, _ = self.autoencoder.encode(images)
             reconstruction = self.autoencoder.decode(z_mu)
