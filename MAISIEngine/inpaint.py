@@ -32,6 +32,7 @@ from MAISIEngine.models import LoadedModel, load_model, resolve_device, weights_
 from MAISIEngine.pipeline import HU_MAX, HU_MIN, StageClock, array_sha256, seeded_noise, write_outputs
 from MAISIEngine.presets import load_preset
 from MAISIEngine.sampling import Conditions, make_scheduler, sample
+from MAISIEngine.train.data import pad_to_multiple
 
 METHODS = ("controlnet-repaint", "inpaint-controlnet")
 CONTEXT_MM = 48.0
@@ -123,12 +124,6 @@ def latent_region(tumor: np.ndarray, spacing: tuple[float, float, float], margin
     return torch.nn.functional.max_pool3d(region, kernel_size=factor, stride=factor)
 
 
-def pad_to_multiple(hu: np.ndarray, multiple: int) -> np.ndarray:
-    """Pad the far end of every axis with air up to a multiple of the VAE's downsampling."""
-    padding = [(0, -n % multiple) for n in hu.shape]
-    return np.pad(hu, padding, constant_values=HU_MIN) if any(p for _, p in padding) else hu
-
-
 def hu_to_unit(hu: np.ndarray) -> torch.Tensor:
     unit = (np.clip(hu.astype(np.float32), HU_MIN, HU_MAX) - HU_MIN) / (HU_MAX - HU_MIN)
     return torch.from_numpy(unit)[None, None]
@@ -189,7 +184,7 @@ def inpaint(request: InpaintRequest, progress: Callable | None = None, log: Call
     # The VAE sees the whole CT, as it does when a CT is generated: its GroupNorms then normalise with
     # the statistics of the whole volume, not of a crop that is mostly the organ (which shifts soft
     # tissue by tens of HU); only the crop around the tumor is sampled.
-    whole = pad_to_multiple(request.image.array.astype(np.float32), factor)
+    whole = pad_to_multiple(request.image.array.astype(np.float32), factor, fill=HU_MIN)  # air at the far ends
     known_whole = tsp.encode(model.autoencoder, hu_to_unit(whole).to(device)) * model.scale_factor
     known = known_whole[latent_box].contiguous()
     StageClock(progress, "encode")(1, 1)

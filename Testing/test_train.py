@@ -501,6 +501,31 @@ def test_vae_draws_one_of_several_crop_sizes_per_step(tmp_path: Path, tiny_prese
     assert np.isfinite(float(values["loss"]))
 
 
+def test_calibration_refits_only_the_output_convolution(tmp_path: Path, trained_tiny: Path) -> None:
+    """--calibrate-output: the weighted L1 on the data drops, only decoder.blocks[-1] changes, whole model written."""
+    from MAISIEngine.models import load_model
+    from MAISIEngine.train.runner import calibrate_stage
+
+    out = tmp_path / "calibrated"
+    report = calibrate_stage(config("vae", out, 1), block_source(), init=str(trained_tiny), samples_per_volume=4000)
+    assert report["volumes"] == 3 and report["samples"] == 12000
+    before_l1, after_l1 = report["weighted_l1"]
+    assert after_l1 < before_l1
+    before, after = load_model(trained_tiny, "cpu"), load_model(out, "cpu")
+    last = f"decoder.blocks.{len(before.autoencoder.decoder.blocks) - 1}."
+    changed = {k for k, v in before.autoencoder.state_dict().items() if not torch.equal(v, after.autoencoder.state_dict()[k])}
+    assert changed and all(k.startswith(last) for k in changed), changed
+    for key, value in before.unet.state_dict().items():
+        assert torch.equal(after.unet.state_dict()[key], value), key
+    assert after.scale_factor == pytest.approx(before.scale_factor)
+
+
+def test_calibration_needs_a_trained_decoder(tmp_path: Path) -> None:
+    code, output = cli("vae", "--calibrate-output", "--phantoms", "1", "--phantom-size", "32", "32", "32",
+                       "--out", str(tmp_path / "x"))
+    assert code == 2 and "no --init was given" in output and len(output.splitlines()) == 1
+
+
 def test_window_loss_weighs_soft_tissue_errors_inside_the_window() -> None:
     from MAISIEngine.train.losses import window_l1
 

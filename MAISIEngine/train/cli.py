@@ -76,6 +76,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--window-loss-weight", type=float, default=0.0,
                      help="extra L1 in the soft-tissue window (level 40, width 400 HU): organ intensities "
                           "tens of HU apart (default 0: the paper's objective)")
+    vae.add_argument("--calibrate-output", action="store_true",
+                     help="instead of training: refit the decoder's output convolution on whole volumes of the "
+                          "data (minutes on a CPU; fixes intensity offsets, keeps the latent space)")
+    vae.add_argument("--calibration-samples", type=int, default=50_000, help="voxels sampled per volume")
     vae.add_argument("--freeze-encoder", action="store_true",
                      help="train the decoder only, keeping the latent space of the diffusion model and ControlNets")
     vae.add_argument("--perceptual-weights", help="local ResNet-50 state dict for the perceptual loss (never downloaded)")
@@ -99,6 +103,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise MaisiError(f"--size {size} must be positive", "e.g. --size 64 64 64")
     size = sizes[0]
     several = tuple(sizes) if len(sizes) > 1 else ()
+    if args.calibrate_output and args.stage != "vae":
+        raise MaisiError("--calibrate-output applies to vae only", "drop --calibrate-output, or use it with vae")
     if args.freeze_encoder and args.stage != "vae":
         raise MaisiError("--freeze-encoder applies to vae training only", "drop --freeze-encoder, or train vae")
     if args.task != "generate" and args.stage != "controlnet":
@@ -121,7 +127,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from MAISIEngine.commands.common import ensure_writable_dir
     from MAISIEngine.train.distributed import init_distributed, shutdown
-    from MAISIEngine.train.runner import build_source, train_stage
+    from MAISIEngine.train.runner import build_source, calibrate_stage, train_stage
 
     config = config_from_args(args)
     ensure_writable_dir(config.out_dir)
@@ -136,6 +142,12 @@ def run(args: argparse.Namespace) -> int:
                               spacing=args.spacing, phantom_sizes=phantom_sizes, seed=config.seed,
                               tumor_fraction=args.phantom_tumors, tumor_types=_names(args.phantom_tumor_types),
                               regions=_names(args.phantom_regions))
+        if args.calibrate_output:
+            if ctx.is_main:
+                print(json.dumps(calibrate_stage(config, source, preset=args.preset, init=args.init,
+                                                 samples_per_volume=args.calibration_samples, device=ctx.device,
+                                                 log=say)))
+            return 0
         result = train_stage(config, source, preset=args.preset, init=args.init, ctx=ctx, log=say)
     finally:
         shutdown(ctx)

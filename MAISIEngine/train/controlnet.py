@@ -11,6 +11,7 @@ paths, so training starts exactly at the frozen U-Net's output.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from monai.apps.generation.maisi.networks.controlnet_maisi import ControlNetMais
 from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.masks import label_bitplanes
-from MAISIEngine.networks import build_network, init_controlnet_from_unet
+from MAISIEngine.networks import Checkpoint, build_network, init_controlnet_from_unet
 from MAISIEngine.presets import Preset
 from MAISIEngine.sampling import make_scheduler
 from MAISIEngine.train.checkpoints import INPAINT_KEY, write_inpaint_role, write_role
@@ -97,6 +98,26 @@ class ControlledUNet(torch.nn.Module):
                          mid_block_additional_residual=mid, **extra, **unet_kwargs)
 
 
+def inpaint_checkpoint_of(model_preset: Preset) -> Checkpoint:
+    """The inpainting ControlNet weights a model describes (package, cache or model directory)."""
+    from MAISIEngine.networks import extract_checkpoint, read_checkpoint_file
+    from MAISIEngine.weights.resolve import resolve_model_file
+
+    section = model_preset.to_dict()[INPAINT_KEY]
+    path = resolve_model_file(model_preset, str(section["weights"]), "inpainting ControlNet")
+    return extract_checkpoint(read_checkpoint_file(path), "controlnet")
+
+
+def carry_inpaint_controlnet(model_preset: Preset, out_dir: Path, base: Preset) -> Path | None:
+    """Copy a model's inpainting ControlNet (weights and preset section) into a model directory."""
+    section = model_preset.to_dict().get(INPAINT_KEY)
+    if not section:
+        return None
+    network = build_inpaint_controlnet(base)
+    load_into(network, inpaint_checkpoint_of(model_preset), "controlnet", f"model {model_preset.name}")
+    return write_inpaint_role(out_dir, base, inpaint_network_kwargs(base), network, dict(section["condition"]))
+
+
 def make_controlnet(task: str, sources: ModelSources, unet: torch.nn.Module,
                     device: torch.device) -> tuple[torch.nn.Module, str]:
     """The ControlNet to train: U-Net weights first, then --init weights when given."""
@@ -112,13 +133,8 @@ def make_controlnet(task: str, sources: ModelSources, unet: torch.nn.Module,
         if sources.init_file is not None:
             checkpoint, origin = initial_checkpoint("controlnet", sources)
         elif sources.init_model is not None and sources.init_model.to_dict().get(INPAINT_KEY):
-            from MAISIEngine.networks import extract_checkpoint, read_checkpoint_file
-
-            section = sources.init_model.to_dict()[INPAINT_KEY]
-            folder = sources.init_model.source_path.parent if sources.init_model.source_path else None
-            if folder is not None and (folder / section["weights"]).is_file():
-                checkpoint = extract_checkpoint(read_checkpoint_file(folder / section["weights"]), "controlnet")
-                origin = f"--init model {sources.init_model.name}"
+            checkpoint = inpaint_checkpoint_of(sources.init_model)
+            origin = f"--init model {sources.init_model.name}"
     else:
         checkpoint, found = initial_checkpoint("controlnet", sources)
         if checkpoint is not None:

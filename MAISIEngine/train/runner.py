@@ -134,10 +134,7 @@ def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
         say(f"autoencoder starts from {origin}")
         stage = VAEStage(config, ctx, model_preset, source, autoencoder)
         if config.freeze_encoder:  # same latent space: the later stages of --init stay valid, carry them
-            for role in ("diffusion_unet", "controlnet"):
-                if sources.init_model is not None and role in sources.init_model.weights:
-                    network, checkpoint = frozen_network(role, sources, device, "the VAE")
-                    frozen[role] = (network, checkpoint.scale_factor if role == "diffusion_unet" else None)
+            frozen.update(carried_stages(sources, device))
     else:
         autoencoder, _ = frozen_network("autoencoder", sources, device, config.stage)
         frozen["autoencoder"] = (autoencoder, None)
@@ -165,15 +162,61 @@ def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
     return BuiltStage(stage, ctx, model_preset, frozen)
 
 
+def carried_stages(sources: Any, device: torch.device) -> dict[str, tuple[torch.nn.Module, float | None]]:
+    """The diffusion U-Net and ControlNet of --init: still valid when the VAE's latent space is kept."""
+    carried: dict[str, tuple[torch.nn.Module, float | None]] = {}
+    for role in ("diffusion_unet", "controlnet"):
+        if sources.init_model is not None and role in sources.init_model.weights:
+            network, checkpoint = frozen_network(role, sources, device, "the VAE")
+            carried[role] = (network, checkpoint.scale_factor if role == "diffusion_unet" else None)
+    return carried
+
+
+def calibrate_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None = None, init: str | None = None,
+                    samples_per_volume: int = 50_000, device: torch.device | None = None,
+                    log: Log | None = None) -> dict[str, Any]:
+    """`maisi train vae --calibrate-output`: refit the decoder's output convolution on whole volumes of
+    `source` and write a whole model directory (the latent space is unchanged)."""
+    from MAISIEngine.train.calibrate import calibrate_output
+    from MAISIEngine.train.controlnet import carry_inpaint_controlnet
+    from MAISIEngine.train.checkpoints import write_role
+
+    say = log or (lambda message: None)
+    device = device or torch.device("cpu")
+    sources = resolve_sources(config.out_dir, preset, init)
+    autoencoder, _, origin = trainable_network("autoencoder", sources, device)
+    if sources.init_model is None and sources.init_file is None:
+        raise MaisiError("calibration refits a trained decoder, and no --init was given",
+                         "give --init MODEL (e.g. --init demo) or --init autoencoder.pt")
+    say(f"calibrating the decoder output of {origin} on {source.describe()}")
+    report = calibrate_output(autoencoder.eval(), source, samples_per_volume=samples_per_volume, seed=config.seed,
+                              log=say)
+    carried = carried_stages(sources, device)
+    path = write_role(Path(config.out_dir), sources.preset, "autoencoder", autoencoder)
+    complete_model_directory(Path(config.out_dir), sources.preset, carried)
+    if sources.init_model is not None:
+        carry_inpaint_controlnet(sources.init_model, Path(config.out_dir), sources.preset)
+    return {"stage": "vae-calibration", "volumes": report.volumes, "samples": report.samples,
+            "weighted_l1": [round(report.weighted_l1_before, 6), round(report.weighted_l1_after, 6)],
+            "rmse_hu": [round(report.rmse_before_hu, 1), round(report.rmse_after_hu, 1)],
+            "outputs": {"autoencoder": str(path)}}
+
+
 def train_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None = None, init: str | None = None,
                 ctx: DistContext | None = None, on_step: StepHook | None = None,
                 log: Log | None = None) -> TrainResult:
     """Train one stage into `config.out_dir` and return its losses and written files."""
+    from MAISIEngine.train.controlnet import carry_inpaint_controlnet
+
     built = build_stage(config, source, preset=preset, init=init, ctx=ctx, log=log)
     result = run_stage(built.stage, config, built.ctx, on_step=on_step)
     if not result.interrupted and built.ctx.is_main:
         complete_model_directory(Path(config.out_dir), built.preset, built.frozen)
+        if config.stage == "vae" and config.freeze_encoder and init is not None:
+            init_model = resolve_sources(config.out_dir, preset, init).init_model
+            if init_model is not None:
+                carry_inpaint_controlnet(init_model, Path(config.out_dir), built.preset)
     return result
 
 
-__all__ = ["BuiltStage", "ListSource", "build_source", "build_stage", "train_stage"]
+__all__ = ["BuiltStage", "ListSource", "build_source", "build_stage", "calibrate_stage", "train_stage"]
