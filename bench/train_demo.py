@@ -209,6 +209,23 @@ def stage_config(name: str, plan: StagePlan, work: Path, seed: int, device: str,
     )
 
 
+def calibrate_decoder(work: Path, pool: Any, seed: int, device: torch.device, report: dict[str, Any]) -> None:
+    """Refit the decoder's output convolution on the pool's whole volumes (`maisi train vae --calibrate-output`):
+    the VAE trained on crops then reproduces the intensities of whole volumes; the latents do not change."""
+    from MAISIEngine.train.config import TrainConfig
+    from MAISIEngine.train.runner import calibrate_stage
+
+    tick = time.perf_counter()
+    try:
+        figures = calibrate_stage(TrainConfig(stage="vae", out_dir=work, seed=seed), pool, init=str(work),
+                                  samples_per_volume=30_000, device=device, log=log)
+        report["stages"]["vae"]["calibration"] = figures | {"seconds": round(time.perf_counter() - tick, 1)}
+        log(f"vae calibration: {report['stages']['vae']['calibration']}")
+    except Exception as exc:
+        report["errors"].append({"where": "vae calibration", "error": f"{exc.__class__.__name__}: {exc}",
+                                 "traceback": traceback.format_exc()[-3000:]})
+
+
 def summarise(result: Any) -> dict[str, Any]:
     history = result.history
     keys = [k for k in ("loss", "l1", "psnr", "kl", "adv_g", "d_loss") if history and k in history[-1]]
@@ -525,6 +542,8 @@ def run(args: argparse.Namespace) -> int:
                                          "traceback": traceback.format_exc()[-3000:]})
                 log(f"{name}: FAILED {exc.__class__.__name__}: {exc}")
                 break
+        if name == "vae" and "steps" in report["stages"].get("vae", {}):
+            calibrate_decoder(work, pool, args.seed, device, report)
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -191,10 +191,12 @@ def calibrate_stage(config: TrainConfig, source: VolumeSource, *, preset: str | 
     say(f"calibrating the decoder output of {origin} on {source.describe()}")
     report = calibrate_output(autoencoder.eval(), source, samples_per_volume=samples_per_volume, seed=config.seed,
                               log=say)
-    carried = carried_stages(sources, device)
+    in_place = sources.init_model is not None and sources.init_model.source_path is not None \
+        and sources.init_model.source_path.parent.resolve() == Path(config.out_dir).resolve()
+    carried = {} if in_place else carried_stages(sources, device)
     path = write_role(Path(config.out_dir), sources.preset, "autoencoder", autoencoder)
     complete_model_directory(Path(config.out_dir), sources.preset, carried)
-    if sources.init_model is not None:
+    if sources.init_model is not None and not in_place:
         carry_inpaint_controlnet(sources.init_model, Path(config.out_dir), sources.preset)
     return {"stage": "vae-calibration", "volumes": report.volumes, "samples": report.samples,
             "weighted_l1": [round(report.weighted_l1_before, 6), round(report.weighted_l1_after, 6)],
