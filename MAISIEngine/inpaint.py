@@ -39,6 +39,8 @@ CONTEXT_MM = 48.0
 """Anatomy kept around the tumor in the crop that is generated, so the model sees its surroundings."""
 HOST_SPILL_TOLERANCE = 0.95
 """Share of painted tumor voxels that must lie in the host organ; the rest is trimmed away."""
+VAE_VIEW_MAX_VOXELS = 256
+"""Largest side (voxels) of the part of the CT the VAE sees when inpainting (see `vae_view`)."""
 FEATHER_VOXELS = 2.0
 """Width of the blending band at the outer edge of the margin, in voxels."""
 
@@ -110,6 +112,24 @@ def crop_box(tumor: np.ndarray, spacing: tuple[float, float, float], margin_mm: 
     return tuple(box)
 
 
+def vae_view(box: tuple[slice, ...], shape: tuple[int, int, int], align: int,
+             max_side: int = VAE_VIEW_MAX_VOXELS) -> tuple[slice, ...]:
+    """The part of the CT the VAE encodes and decodes: all of it up to `max_side` voxels per axis, else a
+    window of that size around the crop (starting on whole latent voxels).
+
+    The VAE's GroupNorms normalise with the statistics of what it sees; a crop that is mostly one organ
+    shifts soft tissue by tens of HU against what the same VAE gives for the whole CT, which is what
+    generation decodes. The cap keeps a 512^3 CT on a CPU from costing a whole-volume encode and decode.
+    """
+    view = []
+    for b, n in zip(box, shape):
+        side = min(n, max(max_side, b.stop - b.start))
+        start = int(np.clip((b.start + b.stop - side) // 2, 0, n - side)) // align * align
+        start = min(start, b.start // align * align)
+        view.append(slice(start, min(n, max(start + side, b.stop))))
+    return tuple(view)
+
+
 def feather_weights(tumor: np.ndarray, spacing: tuple[float, float, float], margin_mm: float) -> np.ndarray:
     """1 inside the tumor + margin (less the band), falling to 0 across the band, exactly 0 beyond."""
     distance = ndimage.distance_transform_edt(~tumor, sampling=spacing)
@@ -172,7 +192,9 @@ def inpaint(request: InpaintRequest, progress: Callable | None = None, log: Call
     tumor = request.tumor.astype(bool)
     factor = preset.latent_downsample
     box = crop_box(tumor, spacing, request.margin_mm, preset.size_divisor, request.image.shape, align=factor)
-    latent_box = (slice(None), slice(None)) + tuple(slice(b.start // factor, b.stop // factor) for b in box)
+    view = vae_view(box, request.image.shape, factor)
+    latent_box = (slice(None), slice(None)) + tuple(
+        slice((b.start - v.start) // factor, (b.stop - v.start) // factor) for b, v in zip(box, view))
     labels_full = request.labels.array.astype(np.uint8).copy()
     labels_full[tumor] = tumor_id
     labels_crop = mask_ops.add_body_envelope(labels_full[box], spacing)
@@ -181,10 +203,7 @@ def inpaint(request: InpaintRequest, progress: Callable | None = None, log: Call
 
     tick = time.perf_counter()
     StageClock(progress, "encode")(0, 1)
-    # The VAE sees the whole CT, as it does when a CT is generated: its GroupNorms then normalise with
-    # the statistics of the whole volume, not of a crop that is mostly the organ (which shifts soft
-    # tissue by tens of HU); only the crop around the tumor is sampled.
-    whole = pad_to_multiple(request.image.array.astype(np.float32), factor, fill=HU_MIN)  # air at the far ends
+    whole = pad_to_multiple(request.image.array[view].astype(np.float32), factor, fill=HU_MIN)  # air at the far ends
     known_whole = tsp.encode(model.autoencoder, hu_to_unit(whole).to(device)) * model.scale_factor
     known = known_whole[latent_box].contiguous()
     StageClock(progress, "encode")(1, 1)
@@ -219,7 +238,8 @@ def inpaint(request: InpaintRequest, progress: Callable | None = None, log: Call
     tick = time.perf_counter()
     StageClock(progress, "decode")(0, 1)
     known_whole[latent_box] = latent.to(known_whole.dtype)
-    generated = unit_to_hu(tsp.decode(model.autoencoder, known_whole / model.scale_factor))[box]
+    inner = tuple(slice(b.start - v.start, b.stop - v.start) for b, v in zip(box, view))
+    generated = unit_to_hu(tsp.decode(model.autoencoder, known_whole / model.scale_factor))[inner]
     StageClock(progress, "decode")(1, 1)
     decode_s = time.perf_counter() - tick
 

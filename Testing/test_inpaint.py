@@ -129,3 +129,16 @@ def test_cli_writes_outputs_and_refuses_a_missing_inpaint_controlnet(phantom, ti
     assert json.loads((out / "provenance.json").read_text())["derived_from_real_image"] is True
     assert main([str(a) for a in args[:-2]] + ["--method", "inpaint-controlnet", "-o", str(tmp_path / "o2")]) == 2
     assert "has no inpainting ControlNet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("box,shape,expected", [
+    ((slice(8, 72),) * 3, (96, 98, 96), ((0, 96), (0, 98), (0, 96))),  # whole CT up to 256 voxels per axis
+    ((slice(300, 364), slice(0, 64), slice(444, 508)), (512, 512, 510), ((204, 460), (0, 256), (252, 508))),
+])
+def test_the_vae_sees_the_whole_ct_or_a_window_around_the_crop(box, shape, expected) -> None:
+    from MAISIEngine.inpaint import vae_view
+
+    view = vae_view(box, shape, 4)
+    assert [(v.start, v.stop) for v in view] == [tuple(e) for e in expected]
+    for v, b in zip(view, box):
+        assert v.start % 4 == 0 and v.start <= b.start and b.stop <= v.stop
