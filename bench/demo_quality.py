@@ -153,23 +153,31 @@ CARD_BEGIN = "<!-- cpu-figures:begin -->"
 CARD_END = "<!-- cpu-figures:end -->"
 
 
-def card_section(figures: dict[str, Any]) -> str:
-    """Markdown lines with the CPU acceptance figures (what `--card` writes into the model card)."""
-    import platform
-
-    lines = [f"Measured on CPU ({platform.processor() or platform.machine()}, {figures['threads']} threads) with "
-             f"`python bench/demo_quality.py` ({figures['seconds_total']} s in all):", ""]
+def figure_lines(figures: dict[str, Any]) -> list[str]:
+    """Markdown bullets for VAE and generation figures (the model card's CPU section and `bench/train_demo.py`)."""
+    lines = []
     vae = figures.get("vae")
     if vae:
-        lines.append(f"- VAE, {vae['volumes']} held-out phantoms {vae['size']} at {vae['spacing']} mm: "
-                     f"PSNR {vae['psnr_db']} dB, SSIM {vae['ssim']} "
+        lines.append(f"- VAE, {vae['volumes']} held-out phantoms {vae['size']} at {vae['spacing']} mm (MONAI "
+                     f"`PSNRMetric`, `SSIMMetric`, data range 1): PSNR {vae['psnr_db']} dB, SSIM {vae['ssim']} "
                      f"({'meets' if vae['ok'] else 'misses'} PSNR >= {PSNR_MIN_DB}, SSIM >= {SSIM_MIN}).")
     gen = figures.get("generation")
     if gen:
         lines.append(f"- {gen['seeds']} generations {gen['size']} at {gen['spacing']} mm, {gen['steps']} steps: "
                      f"{gen['seconds_mean']} s each; quality check passed {gen['quality_passed']}/{gen['seeds']}; "
                      f"organ tolerances (liver, spleen, kidneys, heart 50 HU; lungs 100; bone 150) met on "
-                     f"{gen['organs_ok_seeds']}/{gen['seeds']}; worst |error| {gen['worst_error_hu']} HU.")
+                     f"{gen['organs_ok_seeds']}/{gen['seeds']}; median |error| {gen['median_error_hu']} HU; "
+                     f"worst |error| {gen['worst_error_hu']} HU.")
+    return lines
+
+
+def card_section(figures: dict[str, Any]) -> str:
+    """Markdown lines with the CPU acceptance figures (what `--card` writes into the model card)."""
+    import platform
+
+    lines = [f"Measured on CPU ({platform.processor() or platform.machine()}, {figures['threads']} threads) with "
+             f"`python bench/demo_quality.py` ({figures['seconds_total']} s in all):", ""]
+    lines += figure_lines(figures)
     return "\n".join(lines)
 
 

@@ -40,6 +40,7 @@ for extra in (REPO, REPO / "bench"):
         sys.path.insert(0, str(extra))
 
 import torch  # noqa: E402
+from demo_quality import CARD_BEGIN, CARD_END, figure_lines  # noqa: E402
 
 STAGE_ORDER = ("vae", "diffusion", "controlnet", "inpaint")
 OUTPUT_FILES = ("preset.json", "autoencoder.safetensors", "diffusion_unet.safetensors", "controlnet.safetensors",
@@ -306,8 +307,6 @@ def evaluate(out: Path, profile: Profile, device: str, report: dict[str, Any]) -
                                      "traceback": traceback.format_exc()[-3000:]})
 
 
-CPU_FIGURES_BEGIN = "<!-- cpu-figures:begin -->"
-CPU_FIGURES_END = "<!-- cpu-figures:end -->"
 ROLE_TITLES = {"autoencoder": "VAE (AutoencoderKlMaisi)", "diffusion_unet": "diffusion U-Net (DiffusionModelUNetMaisi)",
                "controlnet": "CT ControlNet (ControlNetMaisi, label-map bit-planes)",
                "controlnet_inpaint": "inpainting ControlNet (ControlNetMaisi, masked image + tumor)"}
@@ -415,22 +414,12 @@ def render_model_card(report: dict[str, Any]) -> str:
                          f"{entry.get('error') or entry.get('skipped') or 'not run'} |")
     lines += ["", "Per-step losses: `losses.csv` of the training run; all figures: `train_report.json`.", "",
               "## Evaluation (measured on the training machine right after training)", ""]
-    vae = figures.get("vae")
-    if vae:
-        lines.append(f"- VAE on {vae['volumes']} held-out phantoms ({_sizes([vae.get('size')])}, {vae.get('spacing')} mm; "
-                     "MONAI `PSNRMetric`, `SSIMMetric`, "
-                     f"data range 1): PSNR {vae['psnr_db']} dB (acceptance >= 30), SSIM {vae['ssim']} (>= 0.90).")
-    gen = figures.get("generation")
-    if gen:
-        lines.append(f"- Generation from {gen['seeds']} held-out phantom masks ({gen['size']} at {gen['spacing']} mm, "
-                     f"{gen['steps']} rflow steps): paper quality check passed {gen['quality_passed']}/{gen['seeds']}; "
-                     f"organ tolerances met on {gen['organs_ok_seeds']}/{gen['seeds']}; median |median HU - nominal| "
-                     f"per organ {gen['median_error_hu']}; worst {gen['worst_error_hu']}.")
-    if not vae and not gen:
+    lines += figure_lines(figures)
+    if not figures.get("vae") and not figures.get("generation"):
         lines.append("- not measured in this run.")
-    lines += ["", CPU_FIGURES_BEGIN,
+    lines += ["", CARD_BEGIN,
               "CPU figures: run `python bench/demo_quality.py --card MAISIEngine/assets/demo/MODEL_CARD.md`.",
-              CPU_FIGURES_END, "",
+              CARD_END, "",
               "## Limitations",
               "",
               "- Trained on a few dozen procedural phantoms for minutes: organ shapes, textures and intensities are",

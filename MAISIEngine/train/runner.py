@@ -27,7 +27,7 @@ from MAISIEngine.train.data import (
 from MAISIEngine.train.distributed import DistContext, init_distributed
 from MAISIEngine.train.engine import Stage, StepHook, TrainResult, run_stage
 from MAISIEngine.train.latents import build_latent_cache
-from MAISIEngine.train.model_sources import frozen_network, resolve_sources, trainable_network
+from MAISIEngine.train.model_sources import ModelSources, frozen_network, resolve_sources, trainable_network
 
 Log = Callable[[str], None]
 
@@ -90,6 +90,8 @@ class BuiltStage:
     ctx: DistContext
     preset: Preset
     frozen: dict[str, tuple[torch.nn.Module, float | None]] = field(default_factory=dict)
+    inpaint_source: Preset | None = None
+    """A model whose inpainting ControlNet is copied into the output (its latent space is kept)."""
 
 
 def complete_model_directory(out_dir: Path, preset: Preset,
@@ -127,6 +129,7 @@ def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
     _seed_everything(config.seed)
     device = ctx.device
     frozen: dict[str, tuple[torch.nn.Module, float | None]] = {}
+    inpaint_source: Preset | None = None
     if config.stage == "vae":
         from MAISIEngine.train.vae import VAEStage
 
@@ -135,6 +138,7 @@ def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
         stage = VAEStage(config, ctx, model_preset, source, autoencoder)
         if config.freeze_encoder:  # same latent space: the later stages of --init stay valid, carry them
             frozen.update(carried_stages(sources, device))
+            inpaint_source = sources.init_model
     else:
         autoencoder, _ = frozen_network("autoencoder", sources, device, config.stage)
         frozen["autoencoder"] = (autoencoder, None)
@@ -159,10 +163,10 @@ def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
             say(f"ControlNet ({config.task}) starts from {origin}")
             stage = ControlNetStage(config, ctx, model_preset, source, cache, unet, controlnet,
                                     unet_checkpoint.scale_factor)
-    return BuiltStage(stage, ctx, model_preset, frozen)
+    return BuiltStage(stage, ctx, model_preset, frozen, inpaint_source)
 
 
-def carried_stages(sources: Any, device: torch.device) -> dict[str, tuple[torch.nn.Module, float | None]]:
+def carried_stages(sources: ModelSources, device: torch.device) -> dict[str, tuple[torch.nn.Module, float | None]]:
     """The diffusion U-Net and ControlNet of --init: still valid when the VAE's latent space is kept."""
     carried: dict[str, tuple[torch.nn.Module, float | None]] = {}
     for role in ("diffusion_unet", "controlnet"):
@@ -214,10 +218,8 @@ def train_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
     result = run_stage(built.stage, config, built.ctx, on_step=on_step)
     if not result.interrupted and built.ctx.is_main:
         complete_model_directory(Path(config.out_dir), built.preset, built.frozen)
-        if config.stage == "vae" and config.freeze_encoder and init is not None:
-            init_model = resolve_sources(config.out_dir, preset, init).init_model
-            if init_model is not None:
-                carry_inpaint_controlnet(init_model, Path(config.out_dir), built.preset)
+        if built.inpaint_source is not None:
+            carry_inpaint_controlnet(built.inpaint_source, Path(config.out_dir), built.preset)
     return result
 
 
