@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from MAISIEngine.tsp.graph import CONV, NORM, UPSAMPLE, Graph, Node
 from MAISIEngine.tsp.host import CpuThreads, release_host_memory
+from MAISIEngine.tsp.pool import BufferPool
 from MAISIEngine.tsp.segments import (
     Schedule,
     clip,
@@ -76,6 +77,8 @@ class DeviceWeights:
         )
 
 
+_IN_PLACE_CONV = getattr(getattr(torch.ops.mkldnn, "_convolution_pointwise_", None), "binary", None) \
+    if torch.backends.mkldnn.is_available() else None
 _ONEDNN_MIN_MACS = 5e7  # below this, oneDNN's per-shape kernel generation costs more than it saves
 
 
@@ -98,6 +101,22 @@ class Executor:
         self.copy_streams = {d: torch.cuda.Stream(d) for d in devices if d.type == "cuda"}
         self.host_compute = any(d.type == "cpu" for d in devices)
         self.cpu_threads = CpuThreads(devices)
+        self.pool = BufferPool(enabled=self.host_compute)
+
+    def _empty(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """A channels-last buffer for a tensor dropped within the pass (reused on the CPU)."""
+        if device.type == "cpu":
+            return self.pool.empty(shape, self.dtype)
+        return torch.empty(shape, dtype=self.dtype, device=device, memory_format=CHANNELS_LAST)
+
+    def _gather(self, pieces: Pieces, a: int, b: int, device: torch.device) -> torch.Tensor:
+        """Rows [a, b) as one tensor: a view when one piece holds them, else a copy into a buffer."""
+        parts = slices(pieces, a, b)
+        if len(parts) == 1:
+            return parts[0][1]
+        first = parts[0][1]
+        out = self._empty((first.shape[0], first.shape[1], b - a, *first.shape[3:]), device)
+        return torch.cat([t for _, t in parts], dim=2, out=out)
 
     def _permuted(self, x: torch.Tensor) -> torch.Tensor:
         return x.permute((0, 1) + tuple(2 + p for p in self.perm))
@@ -115,6 +134,7 @@ class Executor:
         try:
             for k, spec in enumerate(self.passes):
                 self._run_pass(k, spec, lengths, store, out_view, pool)
+                self.pool.clear()
                 release_host_memory()
                 if progress is not None:
                     progress(k + 1, len(self.passes))
@@ -129,7 +149,7 @@ class Executor:
         step_rows = -(-n // spec.segments)
         D = len(self.devices)
         bounds = [(j * n) // D for j in range(D + 1)]
-        runs = [_Run(Schedule(graph, shape, lengths, (bounds[j], bounds[j + 1]), step_rows), j)
+        runs = [_Run(Schedule(graph, shape, lengths, (bounds[j], bounds[j + 1]), step_rows), j, spec.store)
                 for j in range(D) if bounds[j + 1] > bounds[j]]
         releasing = [r for r in shape.reads if self.last_reader[r] == k]
         norms = [nd for nd in graph.nodes if nd.pre == NORM and nd.inputs[0] == spec.target]
@@ -190,10 +210,11 @@ class Executor:
                     sources.append((i, store[i].pieces(rows, weights.device)))
                 else:
                     sources.append((i, buffers[i]))
+            fresh = run.keeps_target and v == schedule.shape.target  # kept rows get memory of their own
             if node.op == CONV:
-                new = self._conv(node, lo, hi, sources[0], lengths, weights)
+                new = self._conv(node, lo, hi, sources[0], lengths, weights, fresh)
             else:
-                new = self.cpu_threads.heavy(("add", v, hi - lo), partial(self._add, node, lo, hi, sources, schedule))
+                new = self.cpu_threads.heavy(("add", v, hi - lo), partial(self._add, node, lo, hi, sources, schedule, fresh))
             del sources
             if v == schedule.shape.target:
                 emitted = (lo, hi, new)
@@ -223,13 +244,19 @@ class Executor:
         ready.record(stream)
         return host, ready
 
-    def _add(self, node: Node, lo: int, hi: int, sources, schedule: Schedule) -> torch.Tensor:
-        """Rows [lo, hi) of a residual addition, in place in the first summand when nothing else needs it."""
+    def _add(self, node: Node, lo: int, hi: int, sources, schedule: Schedule, fresh: bool) -> torch.Tensor:
+        """Rows [lo, hi) of a residual addition, in place in the first summand when nothing else needs it
+        (unless the rows are kept: they then get an exact buffer of their own, not a reused one)."""
         (i, first), (_, second) = sources
-        if len(first) == 1 and first[0][0] == lo and first[0][1].shape[2] == hi - lo and len(schedule.consumers[i]) == 1:
+        if fresh:
+            source = gather(first, lo, hi)
+            out = torch.empty(source.shape, dtype=source.dtype, device=source.device,
+                              memory_format=CHANNELS_LAST).copy_(source)
+        elif len(first) == 1 and first[0][0] == lo and first[0][1].shape[2] == hi - lo and len(schedule.consumers[i]) == 1:
             out = first[0][1]
         else:
-            out = gather(first, lo, hi).clone(memory_format=CHANNELS_LAST)
+            source = gather(first, lo, hi)
+            out = self._empty(tuple(source.shape), source.device).copy_(source)
         for start, tensor in slices(second, lo, hi):
             out[:, :, start - lo : start - lo + tensor.shape[2]].add_(tensor)
         return out
@@ -238,21 +265,26 @@ class Executor:
         """Rows [a, b) of what the convolution reads: its source, normalised (+SiLU) or upsampled x2."""
         if node.pre == UPSAMPLE:
             la, lb = upsampled_rows((a, b), n_source)
-            up = F.interpolate(gather(pieces, la, lb), scale_factor=2.0, mode="trilinear")
+            source = self._gather(pieces, la, lb, weights.device)
+            if source.device.type != "cpu":
+                up = F.interpolate(source, scale_factor=2.0, mode="trilinear")
+            else:  # the same kernel F.interpolate calls, writing into a reused buffer
+                size = [2 * s for s in source.shape[2:]]
+                up = torch.ops.aten.upsample_trilinear3d.out(source, size, False, 2.0, 2.0, 2.0,
+                                                              out=self._empty((*source.shape[:2], *size), source.device))
             return up[:, :, a - 2 * la : b - 2 * la]
         if node.pre == NORM:
             mean, scale, bias = weights.norm[node.index]
             parts = slices(pieces, a, b)
-            out = torch.empty((1, parts[0][1].shape[1], b - a, *parts[0][1].shape[3:]), dtype=self.dtype,
-                              device=weights.device, memory_format=CHANNELS_LAST)
+            out = self._empty((1, parts[0][1].shape[1], b - a, *parts[0][1].shape[3:]), weights.device)
             for start, tensor in parts:
                 torch.sub(tensor, mean, out=out[:, :, start - a : start - a + tensor.shape[2]])
             out.mul_(scale).add_(bias)
             return F.silu(out, inplace=True) if node.silu else out
-        return gather(pieces, a, b)
+        return self._gather(pieces, a, b, weights.device)
 
     def _conv3d(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
-                padding: tuple[int, int, int]) -> torch.Tensor:
+                padding: tuple[int, int, int], fresh: bool = False) -> torch.Tensor:
         """A 3D convolution; on CPU large thin slabs go straight to oneDNN (PyTorch's heuristic sends
         them to a much slower kernel)."""
         if x.device.type != "cpu":
@@ -262,13 +294,28 @@ class Executor:
         if x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available() \
                 and x[0, 0].numel() * weight.numel() / stride**3 >= _ONEDNN_MIN_MACS:
             def work() -> torch.Tensor:
-                return torch.ops.aten.mkldnn_convolution(x, weight, bias, list(padding), [stride] * 3, [1, 1, 1], 1)
+                return self._onednn_conv(x, weight, bias, stride, padding, fresh)
         else:
             def work() -> torch.Tensor:
                 return F.conv3d(x, weight, bias, stride=stride, padding=padding)
         return self.cpu_threads.heavy((tuple(x.shape), tuple(weight.shape), stride, padding), work)
 
-    def _conv(self, node: Node, lo: int, hi: int, source, lengths, weights: DeviceWeights) -> torch.Tensor:
+    def _onednn_conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int,
+                     padding: tuple[int, int, int], fresh: bool) -> torch.Tensor:
+        """oneDNN's convolution, into a reused buffer unless `fresh`: its fused "add" form, onto zeros,
+        is the same convolution written in place (bit-identical); the plain form allocates its output."""
+        k = weight.shape[2]
+        shape = (1, weight.shape[0], *((n + 2 * p - k) // stride + 1 for n, p in zip(x.shape[2:], padding)))
+        if _IN_PLACE_CONV is not None and not fresh:
+            out = self._empty(shape, x.device).zero_()
+            try:
+                return _IN_PLACE_CONV(out, x, weight, bias, list(padding), [stride] * 3, [1, 1, 1], 1,
+                                      "add", 1.0, None, [], None)
+            except RuntimeError:
+                pass  # this build's oneDNN does not take the fused form for these tensors
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, list(padding), [stride] * 3, [1, 1, 1], 1)
+
+    def _conv(self, node: Node, lo: int, hi: int, source, lengths, weights: DeviceWeights, fresh: bool) -> torch.Tensor:
         """Output rows [lo, hi) of a convolution; zero rows beyond the volume come from conv padding."""
         i, pieces = source
         n_in = lengths[i] * (2 if node.pre == UPSAMPLE else 1)  # rows the convolution itself sees
@@ -279,22 +326,23 @@ class Executor:
         p0, p1 = node.pad
         before, after = ca - a, b - cb
         if p0 != p1:  # MaisiDownsample's (0, 1) padding: pad explicitly on every axis
-            return self._conv3d(F.pad(x, (p0, p1, p0, p1, before, after)), weight, bias, node.stride, (0, 0, 0))
+            return self._conv3d(F.pad(x, (p0, p1, p0, p1, before, after)), weight, bias, node.stride, (0, 0, 0), fresh)
         if not (before or after):
-            return self._conv3d(x, weight, bias, node.stride, (0, p0, p0))
+            return self._conv3d(x, weight, bias, node.stride, (0, p0, p0), fresh)
         if node.stride == 1:
             # let the convolution pad the axis symmetrically, then drop the rows that used padding
             # where real rows exist: cheaper than copying the input into a zero-padded buffer
-            y = self._conv3d(x, weight, bias, 1, (p0, p0, p0))
+            y = self._conv3d(x, weight, bias, 1, (p0, p0, p0), fresh)
             return y[:, :, p0 - before : p0 - before + (hi - lo)]
-        return self._conv3d(F.pad(x, (0, 0, 0, 0, before, after)), weight, bias, node.stride, (0, p0, p0))
+        return self._conv3d(F.pad(x, (0, 0, 0, 0, before, after)), weight, bias, node.stride, (0, p0, p0), fresh)
 
 
 class _Run:
     """One device's part of a pass: its schedule, the rows each node still holds, what reads must keep."""
 
-    def __init__(self, schedule: Schedule, device: int) -> None:
+    def __init__(self, schedule: Schedule, device: int, keeps_target: bool) -> None:
         self.schedule = schedule
         self.device = device
+        self.keeps_target = keeps_target  # the pass keeps the rows it produces
         self.buffers: dict[int, Pieces] = {}
         self.keep: dict[int, int] = {}

@@ -197,3 +197,54 @@ def architecture_model(architecture: dict) -> nn.Module:
     kwargs["num_splits"] = 1
     with torch.device("meta"):
         return AutoencoderKlMaisi(**kwargs)
+
+
+def fusable_shortcuts(graph: Graph) -> list[int]:
+    """1x1 shortcut convolutions whose input is itself a convolution's output.
+
+    Both are linear, so nin(conv(pre(s))) is one convolution of pre(s) with weights W_nin @ W_conv and
+    bias W_nin b_conv + b_nin. A plan that cannot keep the (large) input of a shortcut then evaluates
+    this fused convolution from the (small) tensor before it, instead of recomputing the large one.
+    """
+    out = []
+    for node in graph.nodes:
+        if node.op == CONV and node.kernel == 1 and node.pre is None and node.stride == 1 and node.pad == (0, 0):
+            source = graph.nodes[node.inputs[0]]
+            if source.op == CONV and source.pre != NORM:  # a normalised input would need its own statistics
+                out.append(node.index)
+    return out
+
+
+def fuse_shortcuts(graph: Graph, which: tuple[int, ...]) -> Graph:
+    """A copy of the graph with the given shortcut convolutions fused into their source convolution."""
+    if not which:
+        return graph
+    fused = Graph(list(graph.nodes), dict(graph.modules), dict(graph.norms))
+    for index in which:
+        node = graph.nodes[index]
+        source = graph.nodes[node.inputs[0]]
+        if index not in fusable_shortcuts(graph):
+            raise ValueError(f"{node.name} cannot be fused")
+        fused.nodes[index] = Node(index, CONV, source.inputs, node.channels, f"{node.name}+{source.name}",
+                                  kernel=source.kernel, stride=source.stride, pad=source.pad, pre=source.pre,
+                                  silu=source.silu)
+        fused.modules[index] = _fused_conv(graph.modules[index], graph.modules[source.index])
+    return fused
+
+
+def _fused_conv(outer: nn.Conv3d, inner: nn.Conv3d) -> nn.Conv3d:
+    """outer(inner(x)) as one convolution, for a 1x1 `outer` (products in float64, stored in the weights' dtype)."""
+    w_outer = outer.weight.detach()[:, :, 0, 0, 0].double()
+    w_inner = inner.weight.detach().double()
+    weight = torch.einsum("oc,cikjl->oikjl", w_outer, w_inner)
+    bias = torch.zeros(outer.out_channels, dtype=torch.float64, device=weight.device)
+    if inner.bias is not None:
+        bias = bias + w_outer @ inner.bias.detach().double()
+    if outer.bias is not None:
+        bias = bias + outer.bias.detach().double()
+    conv = nn.Conv3d(inner.in_channels, outer.out_channels, inner.kernel_size, inner.stride, inner.padding,
+                     device=weight.device, dtype=inner.weight.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(weight.to(inner.weight.dtype))
+        conv.bias.copy_(bias.to(inner.weight.dtype))
+    return conv.requires_grad_(False)

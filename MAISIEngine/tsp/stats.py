@@ -22,6 +22,7 @@ class GroupStats:
         self.shift: torch.Tensor | None = None
         self.sum1: torch.Tensor | None = None
         self.sum2: torch.Tensor | None = None
+        self._buffer: torch.Tensor | None = None  # reused by every segment (fresh pages cost faults)
 
     def add(self, segment: torch.Tensor) -> None:
         """Accumulate one segment (1, C, D, H, W), channels-last, on any device."""
@@ -32,7 +33,10 @@ class GroupStats:
             self.sum2 = torch.zeros(self.channels, dtype=torch.float64, device=segment.device)
         shift = self.shift.to(segment.device)
         rows = max(1, _CHUNK_ELEMENTS // self.channels)
-        buffer = torch.empty((min(rows, flat.shape[0]), self.channels), dtype=torch.float32, device=segment.device)
+        size = min(rows, flat.shape[0]) * self.channels
+        if self._buffer is None or self._buffer.numel() < size or self._buffer.device != segment.device:
+            self._buffer = torch.empty(size, dtype=torch.float32, device=segment.device)
+        buffer = self._buffer[:size].view(-1, self.channels)
         for start in range(0, flat.shape[0], rows):
             part = flat[start : start + rows]
             centred = buffer[: part.shape[0]]
