@@ -27,6 +27,7 @@ from MAISIEngine.tsp.segments import (
     Schedule,
     clip,
     input_rows,
+    partial_user_pass,
     pass_shape,
     upsampled_rows,
 )
@@ -45,6 +46,7 @@ class PassSpec:
     segments: int
     store: bool
     offload: bool = False  # keep the stored chunks in host memory
+    keep_rows: int = 0  # without `store`: keep the first rows, for the next pass that recomputes the tensor
 
 
 class DeviceWeights:
@@ -98,6 +100,14 @@ class Executor:
         for k, shape in enumerate(self.shapes):
             for r in shape.reads:
                 self.last_reader[r] = k
+        self.partial: dict[int, tuple[int, int]] = {}  # tensor -> (pass reusing its first rows, rows)
+        targets = [p.target for p in passes]
+        for p in passes:
+            if p.keep_rows and not p.store:
+                user = partial_user_pass(graph, targets, self.shapes, p.target)
+                if user is None:
+                    raise ValueError(f"no pass reuses the kept rows of node {p.target}")
+                self.partial[p.target] = (user, p.keep_rows)
         self.copy_streams = {d: torch.cuda.Stream(d) for d in devices if d.type == "cuda"}
         self.host_compute = any(d.type == "cpu" for d in devices)
         self.cpu_threads = CpuThreads(devices)
@@ -149,13 +159,15 @@ class Executor:
         step_rows = -(-n // spec.segments)
         D = len(self.devices)
         bounds = [(j * n) // D for j in range(D + 1)]
-        runs = [_Run(Schedule(graph, shape, lengths, (bounds[j], bounds[j + 1]), step_rows), j, spec.store)
+        reused = {v: rows for v, (user, rows) in self.partial.items() if user == k}
+        runs = [_Run(Schedule(graph, shape, lengths, (bounds[j], bounds[j + 1]), step_rows), j,
+                     spec.store or spec.keep_rows > 0, reused)
                 for j in range(D) if bounds[j + 1] > bounds[j]]
         releasing = [r for r in shape.reads if self.last_reader[r] == k]
         norms = [nd for nd in graph.nodes if nd.pre == NORM and nd.inputs[0] == spec.target]
         stats = {nd.index: [GroupStats(graph.nodes[spec.target].channels, graph.norms[nd.index].num_groups)
                             for _ in self.devices] for nd in norms}
-        produced = Stored() if spec.store else None
+        produced = Stored() if spec.store or spec.keep_rows else None
 
         def work(run: _Run) -> tuple[int, int, torch.Tensor] | None:
             with torch.inference_mode():
@@ -176,14 +188,19 @@ class Executor:
                 del emitted
                 if spec.target == graph.output:
                     out_view[:, :, lo:hi].copy_(value)
-                elif produced is not None:
+                elif produced is not None and spec.store:
                     produced.add(lo, hi, *self._keep(value, spec.offload))
+                elif produced is not None and lo < spec.keep_rows:  # the first rows only
+                    end = min(hi, spec.keep_rows)
+                    produced.add(lo, end, value if end == hi else value[:, :, : end - lo].clone(memory_format=CHANNELS_LAST))
                 del value  # free the rows before the next step computes
             for r in releasing:
                 store[r].release_below(min(run.keep.get(r, lengths[r]) for run in runs))
+            for v in reused:  # what the steps took from kept rows lives on in their row buffers
+                store[v].release_below(min(run.schedule.done[v] for run in runs))
             if self.host_compute:
                 release_host_memory()
-        for r in releasing:
+        for r in [*releasing, *reused]:
             del store[r]
         if produced is not None:
             store[spec.target] = produced
@@ -202,20 +219,13 @@ class Executor:
         weights = self.weights[run.device]
         emitted = None
         for v, lo, hi in schedule.step():
-            node = graph.nodes[v]
-            sources = []
-            for i in node.inputs:
-                if i in schedule.shape.reads:
-                    rows = clip(input_rows(node, lo, hi, lengths[i]), lengths[i])
-                    sources.append((i, store[i].pieces(rows, weights.device)))
-                else:
-                    sources.append((i, buffers[i]))
-            fresh = run.keeps_target and v == schedule.shape.target  # kept rows get memory of their own
-            if node.op == CONV:
-                new = self._conv(node, lo, hi, sources[0], lengths, weights, fresh)
-            else:
-                new = self.cpu_threads.heavy(("add", v, hi - lo), partial(self._add, node, lo, hi, sources, schedule, fresh))
-            del sources
+            if v in run.reused and lo < run.reused[v]:  # rows kept by an earlier pass: taken, not computed
+                ready = run.reused[v]
+                buffers.setdefault(v, []).extend(store[v].pieces((lo, min(hi, ready)), weights.device))
+                if hi <= ready:
+                    continue
+                lo = ready
+            new = self._compute(graph.nodes[v], lo, hi, run, store, lengths)
             if v == schedule.shape.target:
                 emitted = (lo, hi, new)
             else:
@@ -229,6 +239,22 @@ class Executor:
             else:
                 del buffers[v]
         return emitted
+
+    def _compute(self, node: Node, lo: int, hi: int, run: _Run, store: dict[int, Stored], lengths: list[int]) -> torch.Tensor:
+        """Rows [lo, hi) of one node, from kept tensors and the rows this pass holds."""
+        schedule, weights = run.schedule, self.weights[run.device]
+        sources = []
+        for i in node.inputs:
+            if i in schedule.shape.reads:
+                rows = clip(input_rows(node, lo, hi, lengths[i]), lengths[i])
+                sources.append((i, store[i].pieces(rows, weights.device)))
+            else:
+                sources.append((i, run.buffers[i]))
+        fresh = run.keeps_target and node.index == schedule.shape.target  # kept rows get memory of their own
+        if node.op == CONV:
+            return self._conv(node, lo, hi, sources[0], lengths, weights, fresh)
+        return self.cpu_threads.heavy(("add", node.index, hi - lo),
+                                      partial(self._add, node, lo, hi, sources, schedule, fresh))
 
     def _keep(self, value: torch.Tensor, offload: bool) -> tuple[torch.Tensor, object]:
         """A produced chunk as kept: as is, or copied to pinned host memory on a side stream."""
@@ -340,9 +366,10 @@ class Executor:
 class _Run:
     """One device's part of a pass: its schedule, the rows each node still holds, what reads must keep."""
 
-    def __init__(self, schedule: Schedule, device: int, keeps_target: bool) -> None:
+    def __init__(self, schedule: Schedule, device: int, keeps_target: bool, reused: dict[int, int]) -> None:
         self.schedule = schedule
         self.device = device
         self.keeps_target = keeps_target  # the pass keeps the rows it produces
+        self.reused = reused  # member -> rows below this one were kept by an earlier pass
         self.buffers: dict[int, Pieces] = {}
         self.keep: dict[int, int] = {}

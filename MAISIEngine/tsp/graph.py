@@ -43,6 +43,7 @@ class Node:
     pad: tuple[int, int] = (0, 0)  # zeros before / after, on every spatial axis
     pre: str | None = None  # NORM (GroupNorm, optionally SiLU) or UPSAMPLE (trilinear x2) before the conv
     silu: bool = False
+    fused: bool = False  # a shortcut convolution fused with its source (`fuse_shortcuts`)
 
 
 @dataclass
@@ -215,8 +216,11 @@ def fusable_shortcuts(graph: Graph) -> list[int]:
     return out
 
 
-def fuse_shortcuts(graph: Graph, which: tuple[int, ...]) -> Graph:
-    """A copy of the graph with the given shortcut convolutions fused into their source convolution."""
+def fuse_shortcuts(graph: Graph, which: tuple[int, ...], weights: bool = True) -> Graph:
+    """A copy of the graph with the given shortcut convolutions fused into their source convolution.
+
+    Without `weights` the fused convolutions are shapes only (meta tensors), enough for planning.
+    """
     if not which:
         return graph
     fused = Graph(list(graph.nodes), dict(graph.modules), dict(graph.norms))
@@ -227,8 +231,10 @@ def fuse_shortcuts(graph: Graph, which: tuple[int, ...]) -> Graph:
             raise ValueError(f"{node.name} cannot be fused")
         fused.nodes[index] = Node(index, CONV, source.inputs, node.channels, f"{node.name}+{source.name}",
                                   kernel=source.kernel, stride=source.stride, pad=source.pad, pre=source.pre,
-                                  silu=source.silu)
-        fused.modules[index] = _fused_conv(graph.modules[index], graph.modules[source.index])
+                                  silu=source.silu, fused=True)
+        outer, inner = graph.modules[index], graph.modules[source.index]
+        fused.modules[index] = _fused_conv(outer, inner) if weights else nn.Conv3d(
+            inner.in_channels, outer.out_channels, inner.kernel_size, inner.stride, inner.padding, device="meta")
     return fused
 
 

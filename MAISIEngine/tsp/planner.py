@@ -13,7 +13,6 @@ output, the weights); time is predicted from multiply-accumulates, element-wise 
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from MAISIEngine.tsp.segments import (
     Rows,
     Schedule,
     clip,
+    partial_user_pass,
     pass_shape,
     regions,
 )
@@ -56,7 +56,7 @@ def device_model(device: torch.device, dtype: torch.dtype) -> DeviceModel:
         half = dtype in (torch.float16, torch.bfloat16)
         return DeviceModel(1.2e14 if half else 2.5e13, 2e11, 2e10, 2e-3)
     threads = max(1, torch.get_num_threads())
-    return DeviceModel(9e10 * threads, 3e8 * threads, 1e10, 1e-3)
+    return DeviceModel(9e10 * threads, 3e8 * threads, 1e10, 5e-3)
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class _CostModel:
     """Predicts memory and time of passes for one graph, input size, dtype and device count."""
 
     def __init__(self, graph: Graph, spatial: tuple[int, int, int], itemsize: int, devices: int, model: DeviceModel,
-                 input_bytes: int, output_bytes: int) -> None:
+                 input_bytes: int, output_bytes: int, shared: dict | None = None) -> None:
         self.graph = graph
         sizes = graph.sizes(spatial)
         self.lengths = [s[0] for s in sizes]
@@ -116,12 +116,19 @@ class _CostModel:
         self.output_bytes = output_bytes
         self.weight_bytes = sum(module.weight.numel() * itemsize for module in graph.modules.values())
         self.normalised = graph.normalised()
-        self._ws_cache: dict[tuple[PassShape, int], int] = {}
-        self._time_cache: dict[PassShape, float] = {}
+        self.fused = tuple(n.index for n in graph.nodes if n.fused)
+        # working sets and times by the nodes a pass evaluates: graphs that differ only in fused
+        # shortcuts (planned one after another) share every pass that does not touch them
+        self._ws_cache: dict[tuple, int] = {} if shared is None else shared.setdefault("working_set", {})
+        self._time_cache: dict[tuple, float] = {} if shared is None else shared.setdefault("seconds", {})
+
+    def _nodes_of(self, shape: PassShape) -> tuple:
+        """A cache key: the pass and which of its members are fused shortcuts."""
+        return (shape, tuple(m for m in self.fused if m in shape.members))
 
     def working_set(self, shape: PassShape, rows: int) -> int:
         """Bytes one interior segment of `rows` target rows holds at most (carried halo rows included)."""
-        key = (shape, rows)
+        key = (self._nodes_of(shape), rows)
         if key not in self._ws_cache:
             self._ws_cache[key] = self._working_set(shape, rows)
         return self._ws_cache[key]
@@ -168,7 +175,8 @@ class _CostModel:
 
     def pass_seconds(self, shape: PassShape, segments: int, offloaded: frozenset[int]) -> float:
         """Predicted time of a pass: every row of every member once, plus reads, transfers, overheads."""
-        if shape not in self._time_cache:
+        key = self._nodes_of(shape)
+        if key not in self._time_cache:
             graph, lengths, row_el = self.graph, self.lengths, self.row_elements
             need = regions(graph, shape, lengths, (0, lengths[shape.target]))
             macs = 0.0
@@ -182,8 +190,8 @@ class _CostModel:
                     elements += out * src // node.channels * (8 if node.pre == UPSAMPLE else 2 if node.pre else 0)
                 else:
                     elements += out
-            self._time_cache[shape] = macs / self.model.mac_per_s + elements / self.model.elements_per_s
-        seconds = self._time_cache[shape]
+            self._time_cache[key] = macs / self.model.mac_per_s + elements / self.model.elements_per_s
+        seconds = self._time_cache[key]
         link = sum(self.full_bytes[r] for r in shape.reads if r in offloaded)
         pinning = 0.0
         if shape.target in offloaded:
@@ -206,8 +214,21 @@ class _CostModel:
                 hi = mid - 1
         return lo
 
-    def simulate(self, keep: dict[int, bool], budget: float, force_rows: int | None = None) -> _Outcome | None:
-        """Predict a plan keeping `keep` (node -> offloaded); None if some pass cannot fit the budget."""
+    def node_seconds(self, index: int) -> float:
+        """Predicted time to compute one whole tensor of the graph once."""
+        node, n = self.graph.nodes[index], self.lengths[index]
+        out = n * self.row_elements[index]
+        if node.op != CONV:
+            return out / self.model.elements_per_s
+        src = self.graph.nodes[node.inputs[0]].channels
+        return out * src * node.kernel**3 / self.model.mac_per_s + out * src // node.channels * 2 / self.model.elements_per_s
+
+    def simulate(self, keep: dict[int, bool], budget: float, force_rows: int | None = None,
+                 partial: dict[int, int] | None = None) -> _Outcome | None:
+        """Predict a plan keeping `keep` (node -> offloaded) and the first `partial[v]` rows of the
+        statistics-only tensors v (reused by the next pass that recomputes v); None if some pass cannot
+        fit the budget or a partial tensor cannot be reused."""
+        partial = partial or {}
         graph = self.graph
         stored = {INPUT_INDEX} | set(keep)
         offloaded = frozenset(i for i, off in keep.items() if off)
@@ -218,6 +239,13 @@ class _CostModel:
         for k, shape in enumerate(shapes):
             for r in shape.reads:
                 last_reader[r] = k
+        partial_user: dict[int, int] = {}  # pass that reuses (and releases) a partial tensor
+        for v, rows_kept in partial.items():
+            user = partial_user_pass(graph, targets, shapes, v)
+            if v in keep or v not in targets or user is None or not 0 < rows_kept <= self.lengths[v]:
+                return None
+            partial_user[v] = user
+        partial_bytes = {v: rows_kept * self.row_elements[v] * self.itemsize for v, rows_kept in partial.items()}
         D = self.devices
         resident = self.input_bytes + self.output_bytes  # kept bytes on the devices, all together
         host = peak = host_peak = 0
@@ -227,10 +255,12 @@ class _CostModel:
         chunk = {INPUT_INDEX: self.input_bytes}  # a kept tensor is released chunk by chunk
         for k, (target, shape) in enumerate(zip(targets, shapes)):
             released = [r for r in shape.reads if last_reader[r] == k]
-            lag = sum(chunk[r] for r in released if r not in offloaded)
+            reused = [v for v, user in partial_user.items() if user == k]
+            lag = sum(chunk[r] for r in released if r not in offloaded) + sum(chunk[v] for v in reused)
             freed_dev = sum(self.input_bytes if r == INPUT_INDEX else self.full_bytes[r] for r in released if r not in offloaded)
+            freed_dev += sum(partial_bytes[v] for v in reused)
             freed_host = sum(self.full_bytes[r] for r in released if r in offloaded)
-            dev_grow = self.full_bytes[target] if target in keep and target not in offloaded else 0
+            dev_grow = self.full_bytes[target] if target in keep and target not in offloaded else partial_bytes.get(target, 0)
             host_grow = self.full_bytes[target] if target in offloaded else 0
             # inputs are released while the output grows (one device streams in order; several release at the end)
             kept_peak = max(resident, resident - freed_dev + dev_grow + lag) if D == 1 else resident + dev_grow
@@ -257,9 +287,10 @@ class _CostModel:
             peak = max(peak, pass_peaks[-1])
             host_peak = max(host_peak, host + max(0, host_grow - freed_host))
             seconds += self.pass_seconds(shape, segments, offloaded)
+            seconds -= sum(partial[v] / self.lengths[v] * self.node_seconds(v) for v in reused)
             resident += dev_grow - freed_dev
             host += host_grow - freed_host
-            passes.append(PassSpec(target, segments, target in keep, target in offloaded))
+            passes.append(PassSpec(target, segments, target in keep, target in offloaded, partial.get(target, 0)))
         return _Outcome(seconds, peak, host_peak, passes, pass_peaks)
 
 
@@ -367,9 +398,46 @@ def _search(cost: _CostModel, budget: float, options: tuple[bool, ...], host_bud
     while True:
         step = min(trials(budget), key=lambda t: t[2].seconds, default=None)
         if step is None or step[2].seconds >= best.seconds * 0.999:
-            return best
+            return _keep_partial(cost, keep, budget, best, host_budget)
         keep[step[0]] = step[1]
         best = step[2]
+
+
+def _keep_partial(cost: _CostModel, keep: dict[int, bool], budget: float, best: _Outcome, host_budget: float) -> _Outcome:
+    """Fill the memory a plan leaves: keep as many first rows as fit of the tensors computed twice.
+
+    A tensor too large to keep is computed once for its statistics and again where it is used; its
+    first rows, kept from the first time, are released as the second pass moves past them. Tensors
+    are taken in order of the time they save; for each, the most rows that still fit.
+    """
+    partial: dict[int, int] = {}
+    candidates = [p.target for p in best.passes if not p.store and p.target != cost.graph.output]
+    while True:
+        choice = None
+        for v in candidates:
+            if v in partial:
+                continue
+            lo, hi, found = 0, cost.lengths[v], None
+            while lo < hi:  # the largest row count that fits (memory grows with it)
+                mid = (lo + hi + 1) // 2
+                trial = cost.simulate(keep, budget, partial={**partial, v: mid})
+                if trial is not None and trial.host_peak <= host_budget:
+                    lo, found = mid, trial
+                else:
+                    hi = mid - 1
+            if found is None:
+                continue
+            best_rows = lo
+            for share in (0.85, 0.7, 0.55, 0.4):  # fewer rows leave thicker segments: sometimes faster
+                trial = cost.simulate(keep, budget, partial={**partial, v: max(1, int(lo * share))})
+                if trial is not None and trial.host_peak <= host_budget and trial.seconds < found.seconds:
+                    best_rows, found = max(1, int(lo * share)), trial
+            if found.seconds < best.seconds * 0.995 and (choice is None or found.seconds < choice[2].seconds):
+                choice = (v, best_rows, found)
+        if choice is None:
+            return best
+        partial[choice[0]] = choice[1]
+        best = choice[2]
 
 
 def make_plan(
@@ -411,15 +479,20 @@ def make_plan(
     best: _Outcome | None = None
     fused: tuple[int, ...] = ()
     need = math.inf
-    for variant in _fusion_variants(graph):
-        cost = _CostModel(fuse_shortcuts(graph, variant), permuted, itemsize, len(devs),  # type: ignore[arg-type]
-                          device_model(devs[0], compute), input_bytes, output_bytes)
+    shared: dict = {}
+    variants: list[tuple[int, ...]] = [()]
+    while variants:
+        variant = variants.pop(0)
+        cost = _CostModel(fuse_shortcuts(graph, variant, weights=False), permuted, itemsize, len(devs),  # type: ignore[arg-type]
+                          device_model(devs[0], compute), input_bytes, output_bytes, shared)
         try:
             outcome = _search(cost, budget - reserve, options, _host_available() * 0.8)
         except _TooSmall as small:
             need = min(need, small.need)
-            continue
-        if best is None or outcome.seconds < best.seconds * 0.99:
+            outcome = None
+        if not variant:
+            variants = _fusion_variants(graph, outcome)
+        if outcome is not None and (best is None or outcome.seconds < best.seconds * 0.99):
             best, fused = outcome, variant
     if best is None:
         need = need + reserve
@@ -443,17 +516,18 @@ def make_plan(
         predicted_peak_bytes=int(best.peak),
         predicted_host_bytes=int(best.host_peak),
         predicted_seconds=float(best.seconds),
-        node_names=tuple(n.name for n in fuse_shortcuts(graph, fused).nodes),
+        node_names=tuple(n.name for n in fuse_shortcuts(graph, fused, weights=False).nodes),
         fused=fused,
     )
 
 
-def _fusion_variants(graph: Graph) -> list[tuple[int, ...]]:
-    """Which shortcut fusions to try: every combination (the MAISI VAEs have two per network)."""
-    nodes = fusable_shortcuts(graph)
-    if len(nodes) > 3:
-        return [(), tuple(nodes)]
-    return [combo for r in range(len(nodes) + 1) for combo in itertools.combinations(nodes, r)]
+def _fusion_variants(graph: Graph, unfused: _Outcome | None) -> list[tuple[int, ...]]:
+    """Which shortcut fusions to try after the plan without any: those of shortcuts whose source that
+    plan does not keep (a kept source makes the plain 1x1 convolution the cheaper one), one at a time
+    and all together."""
+    kept = set() if unfused is None else {p.target for p in unfused.passes if p.store}
+    nodes = [i for i in fusable_shortcuts(graph) if graph.nodes[i].inputs[0] not in kept]
+    return [(i,) for i in nodes] + ([tuple(nodes)] if len(nodes) > 1 else [])
 
 
 def _fmt_bytes(n: float, up: bool = False) -> str:

@@ -10,6 +10,7 @@ computed once, and a node holds a few rows, not the whole tensor.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from MAISIEngine.tsp.graph import CONV, UPSAMPLE, Graph, Node
 
@@ -65,6 +66,16 @@ def pass_shape(graph: Graph, target: int, stored: set[int]) -> PassShape:
     return PassShape(target, tuple(sorted(members)), tuple(sorted(reads)))
 
 
+def partial_user_pass(graph: Graph, targets: list[int], shapes: list[PassShape], v: int) -> int | None:
+    """The pass that can reuse the first rows of statistics-only tensor v: the next pass recomputing v,
+    provided it reads every input of v from kept tensors (then the kept rows need no inputs)."""
+    start = targets.index(v) + 1 if v in targets else len(targets)
+    for j in range(start, len(targets)):
+        if v in shapes[j].members:
+            return j if all(i in shapes[j].reads for i in graph.nodes[v].inputs) else None
+    return None
+
+
 def regions(graph: Graph, shape: PassShape, lengths: list[int], rows: Rows) -> dict[int, Rows]:
     """Rows of every member and read tensor needed to produce target rows `rows` (clipped to each size)."""
     need: dict[int, Rows] = {shape.target: rows}
@@ -79,6 +90,7 @@ def regions(graph: Graph, shape: PassShape, lengths: list[int], rows: Rows) -> d
     return need
 
 
+@lru_cache(maxsize=1 << 16)  # the planner replays the same schedules many times
 def output_rows_ready(node: Node, start: int, done_in: int, n_in: int, n_out: int) -> int:
     """The largest end e such that output rows [start, e) only read input rows below `done_in`."""
     if done_in >= n_in:
