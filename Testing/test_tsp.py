@@ -16,7 +16,9 @@ from MAISIEngine import tsp
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.presets import load_preset
 from MAISIEngine.tsp.executor import Executor, PassSpec
-from MAISIEngine.tsp.graph import decoder_graph, encoder_graph
+from MAISIEngine.tsp.graph import decoder_graph, encoder_graph, fusable_shortcuts, fuse_shortcuts
+from MAISIEngine.tsp.planner import _CostModel, device_model
+from MAISIEngine.tsp.pool import BufferPool
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-4
@@ -105,6 +107,66 @@ def test_every_segment_count_and_kept_set_gives_the_same_decode(vae, segments):
     with torch.inference_mode():
         Executor(graph, passes, [torch.device("cpu")], torch.float32, axis=segments % 3).run(z, out)
     assert float((out - reference).abs().max()) <= TOL
+
+
+@pytest.mark.parametrize("segments", [1, 3, 40])
+def test_fused_shortcuts_and_reused_first_rows_give_the_same_decode(vae, segments):
+    """Shortcuts fused into their source convolution; tensors computed twice reuse their first rows."""
+    torch.manual_seed(6)
+    latent = torch.randn(1, 4, 6, 5, 7)
+    reference = unsplit_decode(vae, latent)
+    base = decoder_graph(vae)
+    fusable = fusable_shortcuts(base)
+    assert [base.nodes[i].name for i in fusable] == ["decoder.blocks.3.nin_shortcut", "decoder.blocks.5.nin_shortcut"]
+    graph = fuse_shortcuts(base, tuple(fusable))
+    assert all(graph.nodes[i].pre == "upsample" and graph.nodes[i].kernel == 3 for i in fusable)
+    twice = [n.index for n in graph.nodes if n.name.endswith("conv1")]  # statistics only, recomputed later
+    keep = {n.index: False for n in graph.nodes if n.index not in (0, graph.output, *twice)}
+    cost = _CostModel(graph, (6, 5, 7), 4, 1, device_model(torch.device("cpu"), torch.float32), 0, 0)
+    lengths = [s[0] for s in graph.sizes((6, 5, 7))]
+    outcome = cost.simulate(keep, float("inf"), partial={v: max(1, lengths[v] // 2) for v in twice})
+    assert outcome is not None and sum(p.keep_rows > 0 for p in outcome.passes) == len(twice)
+    passes = [PassSpec(p.target, segments, p.store, keep_rows=p.keep_rows) for p in outcome.passes]
+    conv = vae.post_quant_conv.conv
+    z = torch.nn.functional.conv3d(latent, conv.weight, conv.bias)
+    out = torch.empty_like(reference)
+    with torch.inference_mode():
+        Executor(graph, passes, [torch.device("cpu")], torch.float32, axis=0).run(z, out)
+    assert float((out - reference).abs().max()) <= TOL
+    assert float(reference.abs().max()) > 0.1
+
+
+def test_buffer_pool_reuses_a_buffer_only_once_nothing_views_it():
+    pool = BufferPool()
+    first = pool.empty((1, 4, 3, 5, 6), torch.float32)
+    address = first.data_ptr()
+    assert first.is_contiguous(memory_format=torch.channels_last_3d)
+    view = first[:, :, 1:]
+    del first
+    assert pool.empty((1, 4, 3, 5, 6), torch.float32).data_ptr() != address  # a view still uses it
+    del view
+    smaller = pool.empty((1, 4, 2, 5, 6), torch.float32)  # a smaller request takes the free buffer
+    assert smaller.data_ptr() == address and smaller.shape == (1, 4, 2, 5, 6)
+    assert smaller.stride() == (240, 1, 120, 24, 4)
+    pool.clear()
+    assert pool.nbytes == 0
+
+
+def test_in_place_onednn_convolution_is_bit_identical():
+    torch.manual_seed(7)
+    graph = decoder_graph(tiny_vae())
+    executor = Executor(graph, [], [torch.device("cpu")], torch.float32, axis=0)
+    x = torch.randn(1, 16, 12, 20, 20).contiguous(memory_format=torch.channels_last_3d)
+    weight = torch.randn(8, 16, 3, 3, 3).contiguous(memory_format=torch.channels_last_3d)
+    bias = torch.randn(8)
+    with torch.inference_mode():
+        expected = torch.ops.aten.mkldnn_convolution(x, weight, bias, [0, 1, 1], [1, 1, 1], [1, 1, 1], 1)
+        plain = torch.nn.functional.conv3d(x, weight, bias, padding=(0, 1, 1))
+        assert float((expected - plain).abs().max()) <= 1e-4 * float(plain.abs().max())
+        for fresh in (False, True):
+            for _ in range(2):  # the second call reuses the first call's buffer
+                got = executor._onednn_conv(x, weight, bias, 1, (0, 1, 1), fresh)
+                assert got.shape == expected.shape and torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("image_size,axis", [((20, 28, 12), 0), ((12, 16, 36), 2), ((28, 12, 20), 1)])
@@ -275,3 +337,22 @@ def test_gpu_benchmark_script_runs_on_the_cpu(tmp_path):
     assert "16x16x24" in summary and "TSP float32 vs MONAI unsplit float32" in summary
     diff = float(re.search(r"float32 vs MONAI unsplit float32: max \|diff\| ([0-9.e+-]+)", summary).group(1))
     assert diff <= TOL
+
+
+def test_cpu_threads_use_all_threads_unless_the_machine_is_busy():
+    from MAISIEngine.tsp.host import CpuThreads
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cpu = CpuThreads([torch.device("cpu")])
+        seen: list[int] = []
+        for _ in range(3):
+            cpu.heavy(("conv",), lambda: seen.append(torch.get_num_threads()))
+        assert seen == [2, 2, 2]  # an idle machine: no trial with one thread
+        assert torch.get_num_threads() == 1  # bookkeeping between steps runs on one thread
+        cpu.utilisation = 0.3  # as measured when other jobs hold the second core
+        cpu.heavy(("conv",), lambda: seen.append(torch.get_num_threads()))
+        assert seen[-1] == 1  # now one thread is tried
+    finally:
+        torch.set_num_threads(threads)
