@@ -106,7 +106,7 @@ def main() -> int:
     parser.add_argument("--latent", type=int, default=32, help="latent size per axis (output is 4x)")
     parser.add_argument("--task", choices=["decode", "encode"], default="decode",
                         help="encode: the same comparison for the encoder (image 4x the latent size in [0, 1])")
-    parser.add_argument("--budgets", default="800,1400,default",
+    parser.add_argument("--budgets", default="800,850,default",
                         help="memory budgets (MiB) for our planner, comma-separated; 'default' = the planner's own")
     parser.add_argument("--reference", default="monai-4,monai-1,sliding", help="reference decoders to run")
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -305,7 +305,7 @@ class Executor:
             out = self._empty((1, parts[0][1].shape[1], b - a, *parts[0][1].shape[3:]), weights.device)
             for start, tensor in parts:
                 torch.sub(tensor, mean, out=out[:, :, start - a : start - a + tensor.shape[2]])
-            out.mul_(scale).add_(bias)
+            torch.addcmul(bias, out, scale, out=out)  # (x - mean) * scale + bias, one pass over the rows
             return F.silu(out, inplace=True) if node.silu else out
         return self._gather(pieces, a, b, weights.device)
 
