@@ -3,11 +3,13 @@
 Each pass produces one tensor of the graph segment by segment, in row order. Tensors the plan keeps are
 held as row chunks (on the compute device, or in pinned host memory when offloaded) and released chunk
 by chunk once the last pass reading them has moved past; every other tensor is recomputed inside the
-passes that need it. Within a pass, the rows of an intermediate tensor that the next segment needs
-again (the halo) are carried over instead of recomputed, so each row is computed once per pass. A
-tensor some GroupNorm normalises has its statistics accumulated while its pass writes it, so every
-later normalisation uses whole-tensor statistics. Several devices each stream a contiguous part of
-the axis side by side.
+passes that need it, except for the first rows a plan asks to keep from its first computation, which
+the next pass recomputing it takes instead (and releases as it moves past them). Within a pass, the
+rows of an intermediate tensor that the next segment needs again (the halo) are carried over instead
+of recomputed, so each row is computed once per pass. A tensor some GroupNorm normalises has its
+statistics accumulated while its pass writes it, so every later normalisation uses whole-tensor
+statistics. On the CPU the tensors a step drops come from a pool of reused buffers (`pool`). Several
+devices each stream a contiguous part of the axis side by side.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class PassSpec:
 
 
 class DeviceWeights:
-    """Conv weights permuted to the split-axis order, cast and laid out channels-last on one device."""
+    """Conv weights permuted to the split-axis order and cast for one device (channels-last on CUDA; on
+    the CPU views of the module's own weights when their dtype matches, so they cost no memory)."""
 
     def __init__(self, graph: Graph, device: torch.device, dtype: torch.dtype, perm: tuple[int, ...]) -> None:
         self.device = device
@@ -62,7 +65,9 @@ class DeviceWeights:
                 conv = graph.modules[node.index]
                 weight = conv.weight.detach().permute(dims).to(device=device, dtype=dtype)
                 bias = None if conv.bias is None else conv.bias.detach().to(device=device, dtype=dtype)
-                self.conv[node.index] = (weight.contiguous(memory_format=CHANNELS_LAST), bias)
+                if device.type != "cpu":  # oneDNN runs as fast with the module's own weights: no copy
+                    weight = weight.contiguous(memory_format=CHANNELS_LAST)
+                self.conv[node.index] = (weight, bias)
         self.norm: dict[int, tuple[torch.Tensor, ...]] = {}
 
     def set_norm(self, index: int, mean: torch.Tensor, rstd: torch.Tensor, module: torch.nn.GroupNorm) -> None:

@@ -6,9 +6,13 @@ time, because every later pass that needs it recomputes it. The planner starts f
 but the input (first keeping whatever lowers the peak most, if even that does not fit) and then
 greedily keeps the tensor that saves the most predicted time while the predicted peak stays within the
 budget; on CUDA a kept tensor may live in pinned host memory instead (it then costs transfers, not
-device memory). Each pass uses the thickest segments that fit. The memory model replays the pass
-schedule and counts what the executor holds (kept chunks, the rows each step computes and keeps, the
-output, the weights); time is predicted from multiply-accumulates, element-wise work and transfers.
+device memory). The memory left over then keeps the first rows of tensors that are computed twice
+(once for their statistics, once where they are used), so the second time computes only the rest.
+A plan may also evaluate a 1x1 shortcut convolution fused with the convolution before it, when that
+one's large output is not kept (`graph.fuse_shortcuts`); the planner tries that where it applies and
+keeps the faster plan. Each pass uses the thickest segments that fit. The memory model replays the
+pass schedule and counts what the executor holds (kept chunks, the rows each step computes and keeps,
+the output, the weights); time is predicted from multiply-accumulates, element-wise work and transfers.
 """
 
 from __future__ import annotations
@@ -555,9 +559,13 @@ def format_plan(plan: Plan) -> str:
         + (f" + {_fmt_bytes(plan.predicted_host_bytes)} host" if plan.offloaded else ""),
         f"  predicted time: {plan.predicted_seconds:.1f} s (rough model)",
     ]
+    if plan.fused:
+        lines.append(f"  fused shortcuts: {', '.join(plan.node_names[i] for i in plan.fused)}")
     for p in plan.passes:
         role = "output" if p is plan.passes[-1] else ("keep" + (" (host)" if p.offload else "") if p.store else "statistics")
-        name = plan.node_names[p.target] if plan.node_names else str(p.target)
-        lines.append(f"    {name:<34} {role:<12} {p.segments:>4} segment(s)")
+        if p.keep_rows:
+            role += f" + first {p.keep_rows} rows"
+        lines.append(f"    {(plan.node_names[p.target] if plan.node_names else str(p.target)):<34} {role:<12} {p.segments:>4} segment(s)")
     return "\n".join(lines)
+
 
