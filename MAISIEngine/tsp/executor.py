@@ -165,8 +165,8 @@ class Executor:
         D = len(self.devices)
         bounds = [(j * n) // D for j in range(D + 1)]
         reused = {v: rows for v, (user, rows) in self.partial.items() if user == k}
-        runs = [_Run(Schedule(graph, shape, lengths, (bounds[j], bounds[j + 1]), step_rows), j,
-                     spec.store or spec.keep_rows > 0, reused)
+        kept_below = n if spec.store else spec.keep_rows  # target rows the pass keeps
+        runs = [_Run(Schedule(graph, shape, lengths, (bounds[j], bounds[j + 1]), step_rows), j, kept_below, reused)
                 for j in range(D) if bounds[j + 1] > bounds[j]]
         releasing = [r for r in shape.reads if self.last_reader[r] == k]
         norms = [nd for nd in graph.nodes if nd.pre == NORM and nd.inputs[0] == spec.target]
@@ -255,7 +255,7 @@ class Executor:
                 sources.append((i, store[i].pieces(rows, weights.device)))
             else:
                 sources.append((i, run.buffers[i]))
-        fresh = run.keeps_target and node.index == schedule.shape.target  # kept rows get memory of their own
+        fresh = node.index == schedule.shape.target and lo < run.kept_below  # kept rows get memory of their own
         if node.op == CONV:
             return self._conv(node, lo, hi, sources[0], lengths, weights, fresh)
         return self.cpu_threads.heavy(("add", node.index, hi - lo),
@@ -371,10 +371,10 @@ class Executor:
 class _Run:
     """One device's part of a pass: its schedule, the rows each node still holds, what reads must keep."""
 
-    def __init__(self, schedule: Schedule, device: int, keeps_target: bool, reused: dict[int, int]) -> None:
+    def __init__(self, schedule: Schedule, device: int, kept_below: int, reused: dict[int, int]) -> None:
         self.schedule = schedule
         self.device = device
-        self.keeps_target = keeps_target  # the pass keeps the rows it produces
+        self.kept_below = kept_below  # the pass keeps the target rows below this one
         self.reused = reused  # member -> rows below this one were kept by an earlier pass
         self.buffers: dict[int, Pieces] = {}
         self.keep: dict[int, int] = {}
