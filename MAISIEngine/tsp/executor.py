@@ -117,6 +117,7 @@ class Executor:
         self.host_compute = any(d.type == "cpu" for d in devices)
         self.cpu_threads = CpuThreads(devices)
         self.pool = BufferPool(enabled=self.host_compute)
+        self.in_place_conv = _IN_PLACE_CONV is not None
 
     def _empty(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         """A channels-last buffer for a tensor dropped within the pass (reused on the CPU)."""
@@ -279,15 +280,13 @@ class Executor:
         """Rows [lo, hi) of a residual addition, in place in the first summand when nothing else needs it
         (unless the rows are kept: they then get an exact buffer of their own, not a reused one)."""
         (i, first), (_, second) = sources
-        if fresh:
-            source = gather(first, lo, hi)
-            out = torch.empty(source.shape, dtype=source.dtype, device=source.device,
-                              memory_format=CHANNELS_LAST).copy_(source)
-        elif len(first) == 1 and first[0][0] == lo and first[0][1].shape[2] == hi - lo and len(schedule.consumers[i]) == 1:
+        if not fresh and len(first) == 1 and first[0][0] == lo and first[0][1].shape[2] == hi - lo \
+                and len(schedule.consumers[i]) == 1:
             out = first[0][1]
         else:
             source = gather(first, lo, hi)
-            out = self._empty(tuple(source.shape), source.device).copy_(source)
+            out = (torch.empty(source.shape, dtype=source.dtype, device=source.device, memory_format=CHANNELS_LAST)
+                   if fresh else self._empty(tuple(source.shape), source.device)).copy_(source)
         for start, tensor in slices(second, lo, hi):
             out[:, :, start - lo : start - lo + tensor.shape[2]].add_(tensor)
         return out
@@ -337,13 +336,13 @@ class Executor:
         is the same convolution written in place (bit-identical); the plain form allocates its output."""
         k = weight.shape[2]
         shape = (1, weight.shape[0], *((n + 2 * p - k) // stride + 1 for n, p in zip(x.shape[2:], padding)))
-        if _IN_PLACE_CONV is not None and not fresh:
+        if self.in_place_conv and not fresh:
             out = self._empty(shape, x.device).zero_()
             try:
                 return _IN_PLACE_CONV(out, x, weight, bias, list(padding), [stride] * 3, [1, 1, 1], 1,
                                       "add", 1.0, None, [], None)
             except RuntimeError:
-                pass  # this build's oneDNN does not take the fused form for these tensors
+                self.in_place_conv = False  # this build's oneDNN does not take the fused form: stop trying
         return torch.ops.aten.mkldnn_convolution(x, weight, bias, list(padding), [stride] * 3, [1, 1, 1], 1)
 
     def _conv(self, node: Node, lo: int, hi: int, source, lengths, weights: DeviceWeights, fresh: bool) -> torch.Tensor:

@@ -224,22 +224,25 @@ def fuse_shortcuts(graph: Graph, which: tuple[int, ...], weights: bool = True) -
     if not which:
         return graph
     fused = Graph(list(graph.nodes), dict(graph.modules), dict(graph.norms))
+    fusable = set(fusable_shortcuts(graph))
     for index in which:
         node = graph.nodes[index]
         source = graph.nodes[node.inputs[0]]
-        if index not in fusable_shortcuts(graph):
+        if index not in fusable:
             raise ValueError(f"{node.name} cannot be fused")
         fused.nodes[index] = Node(index, CONV, source.inputs, node.channels, f"{node.name}+{source.name}",
                                   kernel=source.kernel, stride=source.stride, pad=source.pad, pre=source.pre,
                                   silu=source.silu, fused=True)
-        outer, inner = graph.modules[index], graph.modules[source.index]
-        fused.modules[index] = _fused_conv(outer, inner) if weights else nn.Conv3d(
-            inner.in_channels, outer.out_channels, inner.kernel_size, inner.stride, inner.padding, device="meta")
+        fused.modules[index] = _fused_conv(graph.modules[index], graph.modules[source.index], weights)
     return fused
 
 
-def _fused_conv(outer: nn.Conv3d, inner: nn.Conv3d) -> nn.Conv3d:
-    """outer(inner(x)) as one convolution, for a 1x1 `outer` (products in float64, stored in the weights' dtype)."""
+def _fused_conv(outer: nn.Conv3d, inner: nn.Conv3d, weights: bool = True) -> nn.Conv3d:
+    """outer(inner(x)) as one convolution, for a 1x1 `outer` (products in float64, stored in the weights'
+    dtype); without `weights` only its shape, on the meta device."""
+    if not weights:
+        return nn.Conv3d(inner.in_channels, outer.out_channels, inner.kernel_size, inner.stride, inner.padding,
+                         device="meta")
     w_outer = outer.weight.detach()[:, :, 0, 0, 0].double()
     w_inner = inner.weight.detach().double()
     weight = torch.einsum("oc,cikjl->oikjl", w_outer, w_inner)

@@ -184,16 +184,10 @@ class _CostModel:
             graph, lengths, row_el = self.graph, self.lengths, self.row_elements
             need = regions(graph, shape, lengths, (0, lengths[shape.target]))
             macs = 0.0
-            elements = sum((need[r][1] - need[r][0]) * row_el[r] for r in shape.reads)
+            elements = float(sum((need[r][1] - need[r][0]) * row_el[r] for r in shape.reads))
             for index in shape.members:
-                node = graph.nodes[index]
-                out = (need[index][1] - need[index][0]) * row_el[index]
-                if node.op == CONV:
-                    src = graph.nodes[node.inputs[0]].channels
-                    macs += out * src * node.kernel**3
-                    elements += out * src // node.channels * (8 if node.pre == UPSAMPLE else 2 if node.pre else 0)
-                else:
-                    elements += out
+                m, e = self._work(index, need[index][1] - need[index][0])
+                macs, elements = macs + m, elements + e
             self._time_cache[key] = macs / self.model.mac_per_s + elements / self.model.elements_per_s
         seconds = self._time_cache[key]
         link = sum(self.full_bytes[r] for r in shape.reads if r in offloaded)
@@ -218,14 +212,19 @@ class _CostModel:
                 hi = mid - 1
         return lo
 
+    def _work(self, index: int, rows: int) -> tuple[float, float]:
+        """Multiply-accumulates and element-wise operations for `rows` rows of one node."""
+        node = self.graph.nodes[index]
+        out = rows * self.row_elements[index]
+        if node.op != CONV:
+            return 0.0, float(out)
+        src = self.graph.nodes[node.inputs[0]].channels
+        return float(out * src * node.kernel**3), float(out * src // node.channels * (8 if node.pre == UPSAMPLE else 2 if node.pre else 0))
+
     def node_seconds(self, index: int) -> float:
         """Predicted time to compute one whole tensor of the graph once."""
-        node, n = self.graph.nodes[index], self.lengths[index]
-        out = n * self.row_elements[index]
-        if node.op != CONV:
-            return out / self.model.elements_per_s
-        src = self.graph.nodes[node.inputs[0]].channels
-        return out * src * node.kernel**3 / self.model.mac_per_s + out * src // node.channels * 2 / self.model.elements_per_s
+        macs, elements = self._work(index, self.lengths[index])
+        return macs / self.model.mac_per_s + elements / self.model.elements_per_s
 
     def simulate(self, keep: dict[int, bool], budget: float, force_rows: int | None = None,
                  partial: dict[int, int] | None = None) -> _Outcome | None:
@@ -412,7 +411,8 @@ def _keep_partial(cost: _CostModel, keep: dict[int, bool], budget: float, best: 
 
     A tensor too large to keep is computed once for its statistics and again where it is used; its
     first rows, kept from the first time, are released as the second pass moves past them. Tensors
-    are taken in order of the time they save; for each, the most rows that still fit.
+    are taken in order of the time they save; for each, the most rows that still fit, or somewhat fewer
+    when the thicker segments that leaves are predicted faster.
     """
     partial: dict[int, int] = {}
     candidates = [p.target for p in best.passes if not p.store and p.target != cost.graph.output]
@@ -565,7 +565,6 @@ def format_plan(plan: Plan) -> str:
         role = "output" if p is plan.passes[-1] else ("keep" + (" (host)" if p.offload else "") if p.store else "statistics")
         if p.keep_rows:
             role += f" + first {p.keep_rows} rows"
-        lines.append(f"    {(plan.node_names[p.target] if plan.node_names else str(p.target)):<34} {role:<12} {p.segments:>4} segment(s)")
+        name = plan.node_names[p.target] if plan.node_names else str(p.target)
+        lines.append(f"    {name:<34} {role:<12} {p.segments:>4} segment(s)")
     return "\n".join(lines)
-
-

@@ -4,7 +4,7 @@ A pass computes the same shapes step after step. Freshly allocated host memory c
 zeroing per 4 KiB page, and the executor returns freed memory to the OS after each step so that the
 resident size follows the plan; allocating anew every step therefore spent about a fifth of a 128^3
 decode in the kernel (measured: 38.7 s with fresh buffers, 31.1 s without returning memory). The pool
-hands out buffers by shape and takes them back as soon as nothing references them any more, so a
+hands out buffers by size and takes them back as soon as nothing references them any more, so a
 step's tensors reuse the previous step's pages. It is emptied after every pass: its size is one step's
 working set, which the planner already counts. Tensors that a pass keeps stay out of it (they are
 released chunk by chunk and must give their memory back).
