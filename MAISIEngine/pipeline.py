@@ -125,7 +125,8 @@ def template_mask(preset: Preset, size: tuple[int, int, int], spacing: tuple[flo
 
     regions = region or ["chest", "abdomen"]
     name = "chest-abdomen" if {"chest", "abdomen"} <= set(regions) else regions[0]
-    phantom = make_phantom(size=size, spacing=spacing, region=name, seed=seed)
+    # Only the labels are used: sampling the CT at voxel centres skips its partial-volume rendering.
+    phantom = make_phantom(size=size, spacing=spacing, region=name, seed=seed, supersample=1)
     return Volume(phantom.labels, phantom.affine)
 
 

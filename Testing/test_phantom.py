@@ -8,11 +8,13 @@ import time
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from MAISIEngine.cli import main
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.labels import BODY, BONE_IDS, LUNG_IDS, TUMOR_HOSTS, TUMOR_TYPES, valid_ids
 from MAISIEngine.phantom import REGIONS, make_phantom, write_phantom
+from MAISIEngine.phantom.scanner import material_means, point_spread
 from MAISIEngine.phantom.tissue import HU, T
 
 FOV = dict(size=(64, 64, 64), spacing=(6.0, 6.0, 6.0))  # 384 mm cube, fast
@@ -176,11 +178,13 @@ def test_nominal_hu_table_and_ct_medians(abdomen_mid):
     assert p.nominal_hu[0] == -1000.0
     assert p.nominal_hu[1] == 62.0 and p.nominal_hu[3] == 52.0 and p.nominal_hu[4] == 42.0
     assert p.nominal_hu[5] == 80.0 and p.nominal_hu[14] == 80.0
-    for label, tolerance in ((1, 8), (3, 8), (4, 12), (5, 10), (14, 10), (6, 10), (7, 10), (15, 10)):
+    # Kidneys: at 4 mm their 80 HU cortex and 50 HU medulla share voxels (partial volume).
+    for label, tolerance in ((1, 8), (3, 8), (4, 12), (5, 20), (14, 20), (6, 10), (7, 10), (15, 10)):
         median = float(np.median(p.ct[p.labels == label]))
         assert abs(median - p.nominal_hu[label]) <= tolerance, (label, median, p.nominal_hu[label])
     lung = np.isin(p.labels, list(LUNG_IDS))
-    assert abs(float(np.median(p.ct[lung])) - (-850.0)) <= 25
+    # Lung bases are thin here and share voxels with the diaphragm, so partial volume lifts them.
+    assert abs(float(np.median(p.ct[lung])) - (-850.0)) <= 70
     bone = np.isin(p.labels, list(BONE_IDS))
     assert 180 <= float(np.median(p.ct[bone])) <= 400
     assert float(np.percentile(p.ct[bone], 95)) > 600  # cortical shells
@@ -188,11 +192,15 @@ def test_nominal_hu_table_and_ct_medians(abdomen_mid):
 
 def test_noise_level_and_outside_air(abdomen_mid):
     p = abdomen_mid
-    assert np.all(p.ct[p.labels == 0] == -1000)
-    liver = p.ct[p.labels == 1].astype(float)
+    near_body = ndimage.binary_dilation(p.labels > 0, np.ones((3, 3, 3), bool), iterations=2)
+    assert np.all(p.ct[~near_body] == -1000)
+    skin_side_air = p.ct[(p.labels == 0) & near_body]
+    assert skin_side_air.max() > -900  # the point spread reaches a voxel past the skin
+    core = ndimage.binary_erosion(p.labels == 1, iterations=2)  # liver away from partial-volume edges
+    liver = p.ct[core].astype(float)
     assert 8.0 <= liver.std() <= 25.0
     quiet = make_phantom(region="abdomen", seed=0, noise_hu=0, **MID)
-    assert quiet.ct[quiet.labels == 1].astype(float).std() < liver.std() / 1.5
+    assert quiet.ct[core].astype(float).std() < liver.std() / 1.5
     assert np.array_equal(quiet.labels, p.labels)
 
 
@@ -219,6 +227,57 @@ def test_lungs_have_vessel_texture(chest_abdomen_128):
     assert abs(float(np.median(lung)) + 850) < 20
 
 
+def test_partial_volume_is_the_exact_tissue_fraction_of_each_voxel():
+    # Air (code 0) left of x = 0.3 mm, liver right of it; voxels 1 mm wide centred on integers.
+    axis = np.arange(-2.0, 3.0)
+    liver = T["liver"]
+
+    def paint_tissue(sub):
+        x = sub[0][:, None, None] + 0 * sub[1][None, :, None] + 0 * sub[2][None, None, :]
+        return np.where(x > 0.3, liver, T["air"]).astype(np.uint8)
+
+    hu, texture, lung = material_means(paint_tissue, (axis, axis[:2], axis[:2]), 4)
+    # Sub-samples at -0.375, -0.125, 0.125, 0.375 of the voxel at 0: one of four lies in the liver.
+    expected = np.array([-1000.0, -1000.0, 0.75 * -1000.0 + 0.25 * HU[liver], HU[liver], HU[liver]])
+    np.testing.assert_allclose(hu[:, 0, 0], expected, atol=1e-3)
+    np.testing.assert_allclose(texture[2, 0, 0], 0.25 * 5.0, atol=1e-6)
+    assert np.all(lung == 0)
+
+
+def test_point_spread_of_fwhm_one_voxel_gives_a_neighbour_one_sixteenth():
+    impulse = np.zeros((9, 9, 9), dtype=np.float32)
+    impulse[4, 4, 4] = 1.0
+    point_spread(impulse, (3.0, 3.0, 3.0), None)  # FWHM = spacing: exp(-4 ln 2) = 1/16 one voxel away
+    for offset in ((1, 0, 0), (0, 1, 0), (0, 0, 1)):
+        ratio = impulse[4 + offset[0], 4 + offset[1], 4 + offset[2]] / impulse[4, 4, 4]
+        assert ratio == pytest.approx(1 / 16, rel=1e-4)
+    assert float(impulse.sum()) == pytest.approx(1.0, rel=1e-5)
+    same = impulse.copy()
+    assert np.array_equal(point_spread(same, (3.0, 3.0, 3.0), 0.0), impulse)
+
+
+def test_scanner_smooths_the_skin_and_sharp_phantoms_stay_available():
+    kw = dict(size=(64, 64, 64), spacing=(6.0, 6.0, 6.0), region="abdomen", seed=1, noise_hu=0)
+    scanned, sharp = make_phantom(**kw), make_phantom(supersample=1, psf_fwhm_mm=0, **kw)
+    assert np.array_equal(scanned.labels, sharp.labels) and scanned.nominal_hu == sharp.nominal_hu
+    j, k = 32, 32
+    row_sharp, row_scanned = sharp.ct[:, j, k].astype(float), scanned.ct[:, j, k].astype(float)
+    first = int(np.flatnonzero(sharp.labels[:, j, k])[0])
+    assert row_sharp[first - 1] == -1000 and row_sharp[first] > -200  # one-voxel step
+    assert -1000 < row_scanned[first - 1] < -800 and -900 < row_scanned[first] < row_sharp[first]
+    # Interiors keep their values: the liver's median moves by a few HU at most.
+    liver = scanned.labels == 1
+    assert abs(float(np.median(scanned.ct[liver])) - float(np.median(sharp.ct[liver]))) <= 5
+
+
+@pytest.mark.parametrize("bad,words", [(dict(supersample=0), "supersample"), (dict(supersample=2.5), "supersample"),
+                                       (dict(psf_fwhm_mm=-1.0), "point spread"),
+                                       (dict(psf_fwhm_mm=float("nan")), "point spread")])
+def test_bad_scanner_settings_are_refused(bad, words):
+    with pytest.raises(MaisiError, match=words):
+        make_phantom(size=(16, 16, 16), **bad)
+
+
 # ---- tumours ------------------------------------------------------------------------------------------------
 
 
@@ -227,8 +286,10 @@ def test_lungs_have_vessel_texture(chest_abdomen_128):
     [("liver", "chest-abdomen"), ("lung", "chest"), ("pancreas", "abdomen"), ("colon", "abdomen"), ("bone", "abdomen")],
 )
 def test_tumor_lies_inside_its_host(kind, region):
-    plain = make_phantom(region=region, seed=2, noise_hu=0, **MID)
-    sick = make_phantom(region=region, seed=2, noise_hu=0, tumors=(kind,), **MID)
+    # Without the scanner's blur, so that small tumors show their tissue value exactly.
+    unblurred = dict(noise_hu=0, supersample=1, psf_fwhm_mm=0)
+    plain = make_phantom(region=region, seed=2, **unblurred, **MID)
+    sick = make_phantom(region=region, seed=2, tumors=(kind,), **unblurred, **MID)
     label = TUMOR_TYPES[kind]
     tumor = sick.labels == label
     assert tumor.sum() >= 8
@@ -326,6 +387,16 @@ def test_cli_writes_phantom_matching_the_api(tmp_path, capsys):
     assert np.array_equal(np.asanyarray(nib.load(str(out / "ct.nii.gz")).dataobj), expected.ct)
 
 
+def test_cli_scanner_options_reach_the_ct(tmp_path):
+    out = tmp_path / "sharp"
+    args = ["--size", "32", "32", "24", "--spacing", "8", "8", "8", "--seed", "4"]
+    assert main(["phantom", *args, "--supersample", "1", "--psf-fwhm", "0", "-o", str(out)]) == 0
+    sharp = make_phantom(size=(32, 32, 24), spacing=(8, 8, 8), seed=4, supersample=1, psf_fwhm_mm=0)
+    written = np.asanyarray(nib.load(str(out / "ct.nii.gz")).dataobj)
+    assert np.array_equal(written, sharp.ct)
+    assert not np.array_equal(written, make_phantom(size=(32, 32, 24), spacing=(8, 8, 8), seed=4).ct)
+
+
 @pytest.mark.parametrize(
     "args,words",
     [
@@ -333,6 +404,8 @@ def test_cli_writes_phantom_matching_the_api(tmp_path, capsys):
         (["--spacing", "0", "3", "3"], "spacing"),
         (["--size", "2", "64", "64"], "size"),
         (["--tumor", "skin"], "unknown tumor type"),
+        (["--supersample", "9"], "supersample"),
+        (["--psf-fwhm", "-2"], "point spread"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, words):
@@ -350,7 +423,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, args, words):
 def test_128_cubed_phantom_is_fast():
     make_phantom(size=(32, 32, 32))  # imports and caches
     best = min(_timed(lambda: make_phantom(size=(128, 128, 128), spacing=(3.0, 3.0, 3.0), seed=s)) for s in (0, 1))
-    assert best < 3.0, f"128^3 phantom took {best:.2f} s"
+    assert best < 4.0, f"128^3 phantom took {best:.2f} s"  # partial volume paints 8x the samples
 
 
 def _timed(fn) -> float:

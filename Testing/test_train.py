@@ -501,6 +501,33 @@ def test_vae_draws_one_of_several_crop_sizes_per_step(tmp_path: Path, tiny_prese
     assert np.isfinite(float(values["loss"]))
 
 
+def test_mse_weight_adds_the_squared_error_that_psnr_measures(tmp_path: Path, tiny_preset_file: Path) -> None:
+    """--mse-weight: loss = L1 + KL term + w * MSE, and the logged MSE bounds the logged PSNR."""
+    from MAISIEngine.train.runner import build_stage
+
+    cfg = config("vae", tmp_path / "m", 3, adv_weight=0.0, mse_weight=7.0, augment_flips=False)
+    stage = build_stage(cfg, block_source(), preset=str(tiny_preset_file)).stage
+    values = {k: float(v) for k, v in stage.train_step(0, range(2), progress=0.0).items()}
+    assert values["mse"] > 0
+    expected = values["l1"] + cfg.kl_weight * values["kl"] + 7.0 * values["mse"]
+    assert values["loss"] == pytest.approx(expected, rel=1e-5)
+    # The logged PSNR clamps the reconstruction to [0, 1] first, which can only lower the error.
+    assert values["psnr"] >= -10.0 * np.log10(values["mse"]) - 1e-3
+
+
+def test_label_loss_weights_weigh_the_latent_voxels_that_hold_bone_or_tumor() -> None:
+    from MAISIEngine.train.controlnet import BONE_IDS, TUMOR_IDS, label_loss_weights
+
+    labels = torch.zeros((1, 1, 8, 8, 4), dtype=torch.long)
+    labels[0, 0, 1, 1, 1] = 33  # a vertebra voxel in latent voxel (0, 0, 0)
+    labels[0, 0, 6, 5, 2] = 26  # a hepatic tumor voxel in latent voxel (1, 1, 0)
+    labels[0, 0, 2, 6, 3] = 1  # liver: no extra weight, latent voxel (0, 1, 0)
+    weights = label_loss_weights(labels, {TUMOR_IDS: 3.0, BONE_IDS: 5.0}, 4)
+    assert weights.shape == (1, 1, 2, 2, 1)
+    assert weights[0, 0, :, :, 0].tolist() == [[5.0, 1.0], [1.0, 3.0]]
+    assert label_loss_weights(labels, {TUMOR_IDS: 1.0, BONE_IDS: 1.0}, 4) is None
+
+
 def test_calibration_refits_only_the_output_convolution(tmp_path: Path, trained_tiny: Path) -> None:
     """--calibrate-output: the weighted L1 on the data drops, only decoder.blocks[-1] changes, whole model written."""
     from MAISIEngine.models import load_model

@@ -8,7 +8,7 @@ import time
 
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.labels import TUMOR_TYPES
-from MAISIEngine.phantom.make import DEFAULT_NOISE_HU, REGION_CENTERS, make_phantom, write_phantom
+from MAISIEngine.phantom.make import DEFAULT_NOISE_HU, DEFAULT_SUPERSAMPLE, REGION_CENTERS, make_phantom, write_phantom
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -51,6 +51,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=DEFAULT_NOISE_HU,
         help=f"image noise, HU standard deviation (default {DEFAULT_NOISE_HU:g})",
     )
+    parser.add_argument(
+        "--supersample",
+        type=int,
+        default=DEFAULT_SUPERSAMPLE,
+        metavar="N",
+        help=f"samples per voxel and axis for partial volume (default {DEFAULT_SUPERSAMPLE}; 1: voxel centres only)",
+    )
+    parser.add_argument(
+        "--psf-fwhm",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="scanner point spread, full width at half maximum in mm (default: the spacing; 0: none)",
+    )
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     parser.set_defaults(func=run)
     return parser
@@ -59,7 +73,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     try:
         start = time.perf_counter()
-        phantom = make_phantom(args.size, args.spacing, args.region, args.seed, tuple(args.tumor), noise_hu=args.noise)
+        phantom = make_phantom(args.size, args.spacing, args.region, args.seed, tuple(args.tumor), noise_hu=args.noise,
+                               supersample=args.supersample, psf_fwhm_mm=args.psf_fwhm)
         paths = write_phantom(phantom, args.output)
     except MaisiError as err:
         print(f"error: {err.one_line()}", file=sys.stderr)

@@ -18,7 +18,8 @@ from MAISIEngine.errors import MaisiError
 from MAISIEngine.labels import TUMOR_TYPES
 from MAISIEngine.phantom.anatomy import build_anatomy
 from MAISIEngine.phantom.paint import paint
-from MAISIEngine.phantom.tissue import median_by_label, refine_tissues, synthesize_ct
+from MAISIEngine.phantom.scanner import material_means, point_materials, synthesize_ct
+from MAISIEngine.phantom.tissue import median_by_label, refine_tissues
 from MAISIEngine.phantom.tumors import place_tumors
 
 REGION_CENTERS: dict[str, float] = {"chest": 45.0, "chest-abdomen": -80.0, "abdomen": -215.0}
@@ -31,6 +32,9 @@ MAX_VOXELS = 512**3
 MIN_SIZE, MAX_SIZE = 8, 1024
 MIN_SPACING, MAX_SPACING = 0.2, 20.0
 DEFAULT_NOISE_HU = 12.0
+DEFAULT_SUPERSAMPLE = 2
+"""Samples per voxel and axis for partial volume: 2 takes the one-voxel aliasing out of thin structures."""
+MAX_SUPERSAMPLE = 4
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,17 @@ def _check_triple(values, what: str, kind: type) -> tuple:
     if len(out) != 3:
         raise MaisiError(f"{what} must have three values, got {len(out)}", f"give {what} as X Y Z")
     return out
+
+
+def validate_scanner(supersample, psf_fwhm_mm) -> None:
+    """A MaisiError unless the partial-volume factor and the point spread are usable."""
+    if isinstance(supersample, bool) or not isinstance(supersample, int | np.integer) \
+            or not 1 <= int(supersample) <= MAX_SUPERSAMPLE:
+        raise MaisiError(f"supersample must be a whole number from 1 to {MAX_SUPERSAMPLE}, got {supersample!r}",
+                         "e.g. 2 (1 samples voxel centres only)")
+    if psf_fwhm_mm is not None and (not math.isfinite(psf_fwhm_mm) or psf_fwhm_mm < 0):
+        raise MaisiError(f"point spread FWHM must be a non-negative number of mm, got {psf_fwhm_mm}",
+                         "e.g. 1.5, or 0 for no blur")
 
 
 def validate_request(size, spacing, region: str, seed: int, tumors, origin, noise_hu: float) -> tuple:
@@ -120,17 +135,23 @@ def make_phantom(
     origin=None,
     noise_hu: float = DEFAULT_NOISE_HU,
     strict_tumors: bool = True,
+    supersample: int = DEFAULT_SUPERSAMPLE,
+    psf_fwhm_mm: float | None = None,
 ) -> Phantom:
     """A seeded torso phantom: MAISI labels, CT in HU, RAS affine and the nominal HU of each label.
 
     `tumors` lists tumour types ("lung", "liver", "pancreas", "colon", "bone"); each is placed
     inside its host organ; when the host is outside the field of view that is a MaisiError, or the
     tumour is left out if `strict_tumors` is False (`Phantom.tumors` lists those placed).
-    `noise_hu` is the standard deviation of the white noise (0 for none).
+    `noise_hu` is the standard deviation of the white noise (0 for none). The CT is what a scanner
+    would see (`scanner`): each voxel averages `supersample`^3 samples of the tissues and is blurred by
+    a Gaussian of FWHM `psf_fwhm_mm` (None: the spacing of each axis; 0: no blur). Labels and the
+    nominal HU per label come from the voxel centres.
     """
     size, spacing, region, seed, tumors, origin = validate_request(
         size, spacing, region, seed, tumors, origin, noise_hu
     )
+    validate_scanner(supersample, psf_fwhm_mm)
     anatomy = build_anatomy(seed)
     ws, ds, hs = anatomy.scale
     rel = [(np.arange(n) - (n - 1) / 2.0) * sp for n, sp in zip(size, spacing)]
@@ -148,7 +169,14 @@ def make_phantom(
     labels, tissue = paint(structures, axes)
     refine_tissues(tissue, axes, seed, anatomy.hila)
     nominal = median_by_label(labels, tissue)
-    ct = synthesize_ct(tissue, axes, seed, noise_hu)
+
+    def paint_tissue(sub_axes):
+        fine = paint(structures, sub_axes)[1]
+        refine_tissues(fine, sub_axes, seed, anatomy.hila)
+        return fine
+
+    materials = point_materials(tissue) if supersample == 1 else material_means(paint_tissue, axes, int(supersample))
+    ct = synthesize_ct(materials, axes, spacing, seed, noise_hu, psf_fwhm_mm)
     ct = np.clip(np.rint(ct), -1024, 3071).astype(np.int16)
 
     sp = np.asarray(spacing, dtype=np.float64)

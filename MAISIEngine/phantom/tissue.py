@@ -1,8 +1,8 @@
-"""Tissues of the phantom and how they become a CT: nominal HU, texture, vessels, gas, noise.
+"""Tissues of the phantom: nominal HU, texture amplitude, and the vessels and gas inside organs.
 
 Labels say *which organ*, tissues say *what material*: one organ may hold several (kidney cortex and
 medulla, bone cortex and marrow, stomach fluid and gas), and the unlabelled body holds skin, fat and
-muscle layers. Nominal HU follow non-contrast adult CT and sit near the centre of the per-organ
+muscle layers (`scanner` turns tissues into a CT). Nominal HU follow non-contrast adult CT and sit near the centre of the per-organ
 median statistics that MAISI's quality check uses (liver 62, spleen 52, pancreas 42, kidney cortex
 80 around medulla 50, lung -850, bone group median ~250), so the check passes on every phantom.
 """
@@ -70,8 +70,8 @@ T: dict[str, int] = {t.name: t.code for t in TISSUES}
 HU = np.array([t.hu for t in TISSUES], dtype=np.float32)
 TEXTURE = np.array([t.texture for t in TISSUES], dtype=np.float32)
 
-# Smooth fields (seed stream ids and correlation lengths in mm).
-_MIX, _GAS, _VESSEL_A, _VESSEL_B, _FINE, _COARSE = 11, 12, 13, 14, 15, 16
+# Smooth fields (seed stream ids).
+_MIX, _GAS, _VESSEL_A, _VESSEL_B, FINE_TEXTURE, COARSE_TEXTURE = 11, 12, 13, 14, 15, 16
 
 
 def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
@@ -140,28 +140,3 @@ def median_by_label(labels: np.ndarray, tissue: np.ndarray) -> dict[int, float]:
         hi = int(np.searchsorted(cum, total // 2 + 1))
         result[int(label)] = float((HU[order[lo]] + HU[order[hi]]) / 2.0)
     return result
-
-
-def synthesize_ct(
-    tissue: np.ndarray,
-    axes: tuple[np.ndarray, np.ndarray, np.ndarray],
-    seed: int,
-    noise_hu: float,
-    lung_center_y: float = -25.0,
-) -> np.ndarray:
-    """Nominal HU + smooth texture + lung gravity gradient + Gaussian noise, as float32 HU."""
-    xs, ys, zs = axes
-    ct = HU[tissue]
-    tex = 0.6 * SmoothField(seed, _FINE, 4.0).evaluate(xs, ys, zs) + 0.8 * SmoothField(seed, _COARSE, 20.0).evaluate(
-        xs, ys, zs
-    )
-    ct += TEXTURE[tissue] * tex
-    lung = tissue == T["lung"]
-    if lung.any():  # supine: dependent (posterior) lung is denser
-        gradient = (-25.0 * np.clip((ys - lung_center_y) / 80.0, -1.5, 1.5)).astype(np.float32)
-        ct += np.where(lung, gradient[None, :, None], np.float32(0.0))
-    if noise_hu > 0:
-        rng = np.random.default_rng([int(seed), 99])
-        ct += rng.standard_normal(ct.shape, dtype=np.float32) * np.float32(noise_hu)
-    ct[tissue == T["air"]] = -1000.0
-    return ct

@@ -76,6 +76,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--window-loss-weight", type=float, default=0.0,
                      help="extra L1 in the soft-tissue window (level 40, width 400 HU): organ intensities "
                           "tens of HU apart (default 0: the paper's objective)")
+    vae.add_argument("--mse-weight", type=float, default=0.0,
+                     help="extra squared-error loss: keeps thin bright structures such as bone at their mean "
+                          "brightness (default 0: the paper's objective)")
     vae.add_argument("--calibrate-output", action="store_true",
                      help="instead of training: refit the decoder's output convolution on whole volumes of the "
                           "data (minutes on a CPU; fixes intensity offsets, keeps the latent space)")
@@ -89,6 +92,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                            help="probability of training a sample without its modality class")
     diffusion.add_argument("--tumor-loss-weight", type=float, default=1.0,
                            help="controlnet: loss weight on tumor voxels (MAISI weights tumors up)")
+    diffusion.add_argument("--bone-loss-weight", type=float, default=1.0,
+                           help="controlnet: loss weight on bone voxels (thin, bright, easily averaged away)")
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -115,12 +120,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         resume=args.resume, checkpoint_every=args.checkpoint_every, time_budget_s=args.time_budget,
         progress=not args.no_progress, size=size, kl_weight=args.kl_weight, adv_weight=args.adv_weight,
         adv_start=args.adv_start, disc_channels=args.disc_channels, freeze_encoder=args.freeze_encoder,
-        window_weight=args.window_loss_weight,
+        window_weight=args.window_loss_weight, mse_weight=args.mse_weight,
         crop_sizes=several if args.stage == "vae" else (),
         latent_sizes=tuple(tuple(max(1, v // 4) for v in s) for s in several) if args.stage != "vae" else (),
         perceptual_weight=args.perceptual_weight if args.perceptual_weights else 0.0,
         perceptual_weights_path=args.perceptual_weights, class_dropout=args.class_dropout, task=args.task,
-        tumor_loss_weight=args.tumor_loss_weight,
+        tumor_loss_weight=args.tumor_loss_weight, bone_loss_weight=args.bone_loss_weight,
     )
 
 

@@ -56,6 +56,10 @@ class TrainConfig:
     """Width of the patch discriminator's first layer (MAISI: 32; a small VAE does with fewer)."""
     window_weight: float = 0.0
     """Weight of an extra L1 in the soft-tissue HU window (0 = the paper's objective)."""
+    mse_weight: float = 0.0
+    """Weight of an extra squared error (0 = the paper's objective). L1 alone makes the decoder output
+    the conditional median, which erases structures thinner than its receptive field resolves (ribs,
+    cortical shells); the squared error keeps their mean brightness, and it is what PSNR measures."""
     perceptual_weight: float = 0.3
     perceptual_weights_path: str | None = None
     augment_flips: bool = True
@@ -66,6 +70,7 @@ class TrainConfig:
     class_dropout: float = 0.0
     task: str = "generate"
     tumor_loss_weight: float = 1.0
+    bone_loss_weight: float = 1.0
     inpaint_region_weight: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -43,6 +43,7 @@ INPAINT_CONDITION = {
     "tumor_labels": "MAISI tumor id inside the tumor, 0 elsewhere, as 8 bit-planes",
 }
 TUMOR_IDS = frozenset(maisi_labels.TUMOR_TYPES.values())
+BONE_IDS = maisi_labels.BONE_IDS
 
 
 def inpaint_network_kwargs(preset: Preset) -> dict[str, Any]:
@@ -68,6 +69,23 @@ def inpaint_condition(image: torch.Tensor, tumor_labels: torch.Tensor, region: t
     """
     region = region.to(image.dtype)
     return torch.cat([image * (1.0 - region), region, label_bitplanes(tumor_labels).to(image.dtype)], dim=1)
+
+
+def label_loss_weights(labels: torch.Tensor, weights: dict[frozenset[int], float],
+                       factor: int) -> torch.Tensor | None:
+    """Per latent voxel: 1 + the sum of (weight - 1) over the label groups it holds any voxel of.
+
+    None when every weight is 1 (the plain L1). Small structures the loss hardly sees otherwise
+    (tumors, bone) get weight where they are.
+    """
+    weight_map = None
+    for ids, weight in weights.items():
+        if weight == 1.0:
+            continue
+        inside = torch.isin(labels, torch.tensor(sorted(ids), device=labels.device))
+        term = (weight - 1.0) * to_latent_grid(inside, factor)
+        weight_map = term if weight_map is None else weight_map + term
+    return None if weight_map is None else 1.0 + weight_map
 
 
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -250,11 +268,8 @@ class ControlNetStage:
                 weights = 1.0 + (config.inpaint_region_weight - 1.0) * to_latent_grid(region, self.factor)
         else:
             cond = label_bitplanes(labels)
-            if config.tumor_loss_weight != 1.0:
-                tumor = torch.zeros_like(labels, dtype=torch.bool)
-                for tumor_id in TUMOR_IDS:
-                    tumor |= labels == tumor_id
-                weights = 1.0 + (config.tumor_loss_weight - 1.0) * to_latent_grid(tumor, self.factor)
+            weights = label_loss_weights(labels, {TUMOR_IDS: config.tumor_loss_weight,
+                                                  BONE_IDS: config.bone_loss_weight}, self.factor)
         noise = per_slot_noise(tuple(x0.shape), config.seed, step, slots, device)
         timesteps = sample_timesteps(self.scheduler, x0, config.seed, step, slots)
         noisy = self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=timesteps)

@@ -74,7 +74,7 @@ class VAEPass(torch.nn.Module):
 
 class VAEStage:
     key = "vae"
-    log_keys = ("loss", "l1", "kl", "perceptual", "adv_g", "d_loss", "psnr", "window_l1")
+    log_keys = ("loss", "l1", "kl", "perceptual", "adv_g", "d_loss", "psnr", "window_l1", "mse")
 
     def __init__(self, config: TrainConfig, ctx: DistContext, preset: Preset, source: VolumeSource,
                  autoencoder: torch.nn.Module) -> None:
@@ -140,11 +140,15 @@ class VAEStage:
         loss = l1 + config.kl_weight * kl
         zero = torch.zeros((), device=device)
         values: dict[str, torch.Tensor | float] = {"l1": l1.detach(), "kl": kl.detach(), "perceptual": zero,
-                                                   "adv_g": zero, "d_loss": zero, "window_l1": zero}
+                                                   "adv_g": zero, "d_loss": zero, "window_l1": zero, "mse": zero}
         if config.window_weight > 0:
             windowed = window_l1(reconstruction, images)
             loss = loss + config.window_weight * windowed
             values["window_l1"] = windowed.detach()
+        if config.mse_weight > 0:
+            squared = (reconstruction - images).square().mean()
+            loss = loss + config.mse_weight * squared
+            values["mse"] = squared.detach()
         if self.perceptual is not None:
             perceptual = self.perceptual(reconstruction, images)
             loss = loss + config.perceptual_weight * perceptual
