@@ -6,8 +6,9 @@ one voxel wide and aliased thin structures (fat septa, lung vessels, cortical sh
 that spacing shows, and that no autoencoder compressing 4x per axis can reproduce. So the phantom's
 materials are painted on a grid `supersample` times finer per axis, averaged over each voxel, and
 blurred by a Gaussian whose full width at half maximum defaults to the voxel spacing (a CT
-reconstructed with slice thickness equal to the spacing: its response at the Nyquist frequency is
-about 0.4, so the image is band-limited the way real reconstructions are).
+reconstructed with slice thickness equal to the spacing). The Gaussian alone passes about 0.4 of the
+contrast at the Nyquist frequency, less with the voxel average on top, so the image is band-limited
+the way real reconstructions are.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Labels say *which organ*, tissues say *what material*: one organ may hold several (kidney cortex and
 medulla, bone cortex and marrow, stomach fluid and gas), and the unlabelled body holds skin, fat and
-muscle layers (`scanner` turns tissues into a CT). Nominal HU follow non-contrast adult CT and sit near the centre of the per-organ
+muscle layers. Nominal HU follow non-contrast adult CT and sit near the centre of the per-organ
 median statistics that MAISI's quality check uses (liver 62, spleen 52, pancreas 42, kidney cortex
 80 around medulla 50, lung -850, bone group median ~250), so the check passes on every phantom.
+`scanner` turns the tissues into a CT.
 """
 
 from __future__ import annotations
