@@ -516,7 +516,8 @@ def test_mse_weight_adds_the_squared_error_that_psnr_measures(tmp_path: Path, ti
 
 
 def test_label_loss_weights_weigh_the_latent_voxels_that_hold_bone_or_tumor() -> None:
-    from MAISIEngine.train.controlnet import BONE_IDS, TUMOR_IDS, label_loss_weights
+    from MAISIEngine.labels import BONE_IDS
+    from MAISIEngine.train.controlnet import TUMOR_IDS, label_loss_weights
 
     labels = torch.zeros((1, 1, 8, 8, 4), dtype=torch.long)
     labels[0, 0, 1, 1, 1] = 33  # a vertebra voxel in latent voxel (0, 0, 0)

@@ -43,7 +43,6 @@ INPAINT_CONDITION = {
     "tumor_labels": "MAISI tumor id inside the tumor, 0 elsewhere, as 8 bit-planes",
 }
 TUMOR_IDS = frozenset(maisi_labels.TUMOR_TYPES.values())
-BONE_IDS = maisi_labels.BONE_IDS
 
 
 def inpaint_network_kwargs(preset: Preset) -> dict[str, Any]:
@@ -269,7 +268,7 @@ class ControlNetStage:
         else:
             cond = label_bitplanes(labels)
             weights = label_loss_weights(labels, {TUMOR_IDS: config.tumor_loss_weight,
-                                                  BONE_IDS: config.bone_loss_weight}, self.factor)
+                                                  maisi_labels.BONE_IDS: config.bone_loss_weight}, self.factor)
         noise = per_slot_noise(tuple(x0.shape), config.seed, step, slots, device)
         timesteps = sample_timesteps(self.scheduler, x0, config.seed, step, slots)
         noisy = self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=timesteps)
