@@ -251,6 +251,19 @@ class ControlNetStage:
 
     # -- step
 
+    def loss_weights(self, labels: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor | None:
+        """Per latent voxel L1 weights: tumors (and bone for the CT ControlNet) up; for inpainting, the
+        region to paint up as well, the terms adding where they overlap."""
+        config = self.config
+        groups = {TUMOR_IDS: config.tumor_loss_weight}
+        if region is None:
+            groups[maisi_labels.BONE_IDS] = config.bone_loss_weight
+        weights = label_loss_weights(labels, groups, self.factor)
+        if region is not None and config.inpaint_region_weight != 1.0:
+            region_term = (config.inpaint_region_weight - 1.0) * to_latent_grid(region, self.factor)
+            weights = 1.0 + region_term if weights is None else weights + region_term
+        return weights
+
     def batch_loss(self, step: int, slots: range) -> torch.Tensor:
         """L1 (optionally weighted) between prediction and target on the batch of `step`."""
         config, device = self.config, self.ctx.device
@@ -259,16 +272,12 @@ class ControlNetStage:
         draws = [self.sampler.draw(step, slot, size, centre_of=centre) for slot in slots]
         x0 = torch.stack([d.latent for d in draws]).to(device) * self.scale_factor
         labels = self._image_crops(draws, size, "labels", 0).long()
-        weights = None
         if config.task == "inpaint":
             image = self._image_crops(draws, size, "image", 0.0).float()
             cond, region = self._inpaint_inputs(step, slots, labels, image)
-            if config.inpaint_region_weight != 1.0:
-                weights = 1.0 + (config.inpaint_region_weight - 1.0) * to_latent_grid(region, self.factor)
         else:
-            cond = label_bitplanes(labels)
-            weights = label_loss_weights(labels, {TUMOR_IDS: config.tumor_loss_weight,
-                                                  maisi_labels.BONE_IDS: config.bone_loss_weight}, self.factor)
+            cond, region = label_bitplanes(labels), None
+        weights = self.loss_weights(labels, region)
         noise = per_slot_noise(tuple(x0.shape), config.seed, step, slots, device)
         timesteps = sample_timesteps(self.scheduler, x0, config.seed, step, slots)
         noisy = self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=timesteps)
