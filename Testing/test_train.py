@@ -515,36 +515,6 @@ def test_mse_weight_adds_the_squared_error_that_psnr_measures(tmp_path: Path, ti
     assert values["psnr"] >= -10.0 * np.log10(values["mse"]) - 1e-3
 
 
-def test_ssim_loss_equals_one_minus_monai_ssim_and_is_zero_for_a_perfect_copy() -> None:
-    """The separable SSIM term is MONAI's SSIMMetric (the model card's figure), not an approximation."""
-    from monai.metrics import SSIMMetric
-
-    from MAISIEngine.train.losses import ssim_loss
-
-    generator = torch.Generator().manual_seed(3)
-    target = torch.rand(2, 1, 20, 18, 22, generator=generator)
-    prediction = (target + 0.2 * torch.rand(target.shape, generator=generator)).clamp(0, 1)
-    monai_ssim = float(SSIMMetric(spatial_dims=3, data_range=1.0)(prediction, target).mean())
-    assert 0.5 < monai_ssim < 0.99
-    assert float(ssim_loss(prediction, target)) == pytest.approx(1.0 - monai_ssim, abs=1e-5)
-    assert float(ssim_loss(target, target)) == pytest.approx(0.0, abs=1e-6)
-
-
-def test_ssim_weight_adds_one_minus_ssim_to_the_vae_loss(tmp_path: Path, tiny_preset_file: Path) -> None:
-    """--ssim-weight: loss = L1 + KL term + w * (1 - SSIM); crops smaller than the SSIM window are refused."""
-    from MAISIEngine.train.runner import build_stage
-
-    cfg = config("vae", tmp_path / "m", 3, adv_weight=0.0, ssim_weight=0.5, augment_flips=False)
-    stage = build_stage(cfg, block_source(), preset=str(tiny_preset_file)).stage
-    values = {k: float(v) for k, v in stage.train_step(0, range(2), progress=0.0).items()}
-    assert 0.0 < values["ssim_loss"] < 2.0
-    expected = values["l1"] + cfg.kl_weight * values["kl"] + 0.5 * values["ssim_loss"]
-    assert values["loss"] == pytest.approx(expected, rel=1e-5)
-    small = config("vae", tmp_path / "s", 3, adv_weight=0.0, ssim_weight=0.5, size=(8, 8, 8))
-    with pytest.raises(MaisiError, match="SSIM loss needs crops of at least 11 voxels"):
-        build_stage(small, block_source(), preset=str(tiny_preset_file))
-
-
 def test_label_loss_weights_weigh_the_latent_voxels_that_hold_bone_or_tumor() -> None:
     from MAISIEngine.labels import BONE_IDS
     from MAISIEngine.train.controlnet import TUMOR_IDS, label_loss_weights

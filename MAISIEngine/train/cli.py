@@ -79,9 +79,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--mse-weight", type=float, default=0.0,
                      help="extra squared-error loss: keeps thin bright structures such as bone at their mean "
                           "brightness (default 0: the paper's objective)")
-    vae.add_argument("--ssim-weight", type=float, default=0.0,
-                     help="extra 1 - SSIM loss: keeps low-contrast structure (fat and muscle layers) that L1 "
-                          "and squared error blur (default 0: the paper's objective)")
     vae.add_argument("--calibrate-output", action="store_true",
                      help="instead of training: refit the decoder's output convolution on whole volumes of the "
                           "data (minutes on a CPU; fixes intensity offsets, keeps the latent space)")
@@ -123,7 +120,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         resume=args.resume, checkpoint_every=args.checkpoint_every, time_budget_s=args.time_budget,
         progress=not args.no_progress, size=size, kl_weight=args.kl_weight, adv_weight=args.adv_weight,
         adv_start=args.adv_start, disc_channels=args.disc_channels, freeze_encoder=args.freeze_encoder,
-        window_weight=args.window_loss_weight, mse_weight=args.mse_weight, ssim_weight=args.ssim_weight,
+        window_weight=args.window_loss_weight, mse_weight=args.mse_weight,
         crop_sizes=several if args.stage == "vae" else (),
         latent_sizes=tuple(tuple(max(1, v // 4) for v in s) for s in several) if args.stage != "vae" else (),
         perceptual_weight=args.perceptual_weight if args.perceptual_weights else 0.0,

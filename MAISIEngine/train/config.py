@@ -60,9 +60,6 @@ class TrainConfig:
     """Weight of an extra squared error (0 = the paper's objective). L1 alone makes the decoder output
     the conditional median, which erases structures thinner than its receptive field resolves (ribs,
     cortical shells); the squared error keeps their mean brightness, and it is what PSNR measures."""
-    ssim_weight: float = 0.0
-    """Weight of an extra 1 - SSIM term (0 = the paper's objective): keeps low-contrast structure such as
-    fat-muscle layers, which the L1 and squared error weigh far below the edges of air and bone."""
     perceptual_weight: float = 0.3
     perceptual_weights_path: str | None = None
     augment_flips: bool = True

@@ -17,13 +17,11 @@ from MAISIEngine.train.config import TrainConfig
 from MAISIEngine.train.data import BATCH_SHAPE_SLOT, TensorStore, VolumeSource, image_batch, slot_rng
 from MAISIEngine.train.distributed import DistContext, wrap_ddp
 from MAISIEngine.train.losses import (
-    SSIM_WINDOW,
     kl_divergence,
     make_perceptual_loss,
     optimizer_step,
     per_slot_noise,
     psnr_unit,
-    ssim_loss,
     window_l1,
 )
 from MAISIEngine.train.precision import autocast
@@ -76,7 +74,7 @@ class VAEPass(torch.nn.Module):
 
 class VAEStage:
     key = "vae"
-    log_keys = ("loss", "l1", "kl", "perceptual", "adv_g", "d_loss", "psnr", "window_l1", "mse", "ssim_loss")
+    log_keys = ("loss", "l1", "kl", "perceptual", "adv_g", "d_loss", "psnr", "window_l1", "mse")
 
     def __init__(self, config: TrainConfig, ctx: DistContext, preset: Preset, source: VolumeSource,
                  autoencoder: torch.nn.Module) -> None:
@@ -93,9 +91,6 @@ class VAEStage:
                                  f"(--size {size})",
                                  f"use --size {MIN_ADVERSARIAL_CROP} {MIN_ADVERSARIAL_CROP} {MIN_ADVERSARIAL_CROP} or larger, "
                                  "or --adv-weight 0")
-            if config.ssim_weight > 0 and min(size) < SSIM_WINDOW:
-                raise MaisiError(f"the SSIM loss needs crops of at least {SSIM_WINDOW} voxels per axis (--size {size})",
-                                 f"use --size 16 16 16 or larger, or --ssim-weight 0")
         self.config, self.ctx, self.preset, self.source = config, ctx, preset, source
         self.store = TensorStore(source, ctx.device, config.data_on_device)
         self.latent_channels = int(preset.autoencoder["latent_channels"])
@@ -145,8 +140,7 @@ class VAEStage:
         loss = l1 + config.kl_weight * kl
         zero = torch.zeros((), device=device)
         values: dict[str, torch.Tensor | float] = {"l1": l1.detach(), "kl": kl.detach(), "perceptual": zero,
-                                                   "adv_g": zero, "d_loss": zero, "window_l1": zero, "mse": zero,
-                                                   "ssim_loss": zero}
+                                                   "adv_g": zero, "d_loss": zero, "window_l1": zero, "mse": zero}
         if config.window_weight > 0:
             windowed = window_l1(reconstruction, images)
             loss = loss + config.window_weight * windowed
@@ -155,10 +149,6 @@ class VAEStage:
             squared = (reconstruction - images).square().mean()
             loss = loss + config.mse_weight * squared
             values["mse"] = squared.detach()
-        if config.ssim_weight > 0:
-            structural = ssim_loss(reconstruction, images)
-            loss = loss + config.ssim_weight * structural
-            values["ssim_loss"] = structural.detach()
         if self.perceptual is not None:
             perceptual = self.perceptual(reconstruction, images)
             loss = loss + config.perceptual_weight * perceptual
