@@ -1,7 +1,8 @@
-"""Tumor inpainting with the shipped demo model: the seam of the pasted region does not show.
+"""Tumor inpainting with the shipped demo model: the tumor looks like tumor, the seam does not show.
 
-A liver tumor is painted into a phantom CT (which itself has no tumor) and inpainted by both methods.
-The steps the input already has where two soft tissues meet are the reference: no step across the
+A liver tumor is painted into phantom CTs (which themselves have no tumor) and inpainted by both methods.
+Its median must land near the phantom's hepatic-tumor tissue value on most held-out phantoms. The steps
+the input already has where two soft tissues meet are the reference for the seam: no step across the
 blending band may be larger.
 """
 
@@ -14,11 +15,19 @@ from scipy import ndimage
 from MAISIEngine.inpaint import FEATHER_VOXELS, InpaintRequest, inpaint
 from MAISIEngine.io.nifti import Volume
 from MAISIEngine.phantom import make_phantom
+from MAISIEngine.phantom.tissue import HU, T
 
 SPACING = (3.0, 3.0, 3.0)
 MARGIN_MM = 9.0
 TUMOR_RADIUS_MM = 20.0
 SOFT_TISSUE_HU = (-200.0, 300.0)
+METHODS = ("controlnet-repaint", "inpaint-controlnet")
+TUMOR_TOLERANCE_HU = 40.0
+HELD_OUT_CASES = ((900010, 128), (900011, 128), (900012, 96), (900013, 128), (900014, 128), (900015, 96))
+"""Abdomen phantoms (seed, size^3 at 3 mm) from the seeds no training pool of bench/train_demo.py drew."""
+MIN_TUMOR_HITS = 4
+"""Held-out phantoms (of 6) whose tumor median must be within the tolerance, per method. The shipped model
+gives 5 of 6 with both; the inpainting ControlNet it replaced gave 2 of 6."""
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +46,16 @@ def tumor_in_liver(labels: np.ndarray) -> np.ndarray:
     return (distance <= TUMOR_RADIUS_MM) & liver
 
 
+def inpainted_tumor_median(seed: int, size: int, method: str, model: str = "demo") -> float:
+    """Median HU inside a 20 mm liver tumor inpainted into an abdomen phantom (inference seed 0)."""
+    phantom = make_phantom(size=(size,) * 3, spacing=SPACING, region="abdomen", seed=seed)
+    tumor = tumor_in_liver(phantom.labels)
+    job = InpaintRequest(image=Volume(phantom.ct.copy(), phantom.affine),
+                         labels=Volume(phantom.labels.copy(), phantom.affine), tumor=tumor, tumor_type="liver",
+                         model=model, method=method, margin_mm=MARGIN_MM, seed=0, device="cpu")
+    return float(np.median(inpaint(job)[0].array[tumor]))
+
+
 def neighbour_steps(image: np.ndarray, pairs_wanted) -> np.ndarray:
     """|difference| of face-neighbouring voxels (along every axis) for the pairs `pairs_wanted` selects."""
     steps = []
@@ -50,7 +69,7 @@ def neighbour_steps(image: np.ndarray, pairs_wanted) -> np.ndarray:
     return np.concatenate(steps)
 
 
-@pytest.fixture(scope="module", params=["controlnet-repaint", "inpaint-controlnet"])
+@pytest.fixture(scope="module", params=METHODS)
 def inpainted(request, phantom):
     tumor = tumor_in_liver(phantom.labels)
     job = InpaintRequest(image=Volume(phantom.ct.copy(), phantom.affine),
@@ -72,3 +91,13 @@ def test_the_blending_band_has_no_step_larger_than_the_inputs_tissue_transitions
           f"largest soft-tissue transition in the input {transitions.max():.0f} HU")
     assert seam.size > 100 and transitions.size > 100
     assert seam.max() <= transitions.max()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_tumor_median_lands_near_the_phantoms_tumor_tissue(method: str) -> None:
+    tissue_hu = float(HU[T["hepatic tumor"]])
+    medians = [inpainted_tumor_median(seed, size, method) for seed, size in HELD_OUT_CASES]
+    hits = sum(abs(m - tissue_hu) <= TUMOR_TOLERANCE_HU for m in medians)
+    print(f"{method}: tumor medians {[round(m) for m in medians]} HU (tissue {tissue_hu:.0f}); {hits}/{len(medians)} within "
+          f"{TUMOR_TOLERANCE_HU:.0f} HU")
+    assert hits >= MIN_TUMOR_HITS, medians
