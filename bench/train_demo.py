@@ -106,7 +106,7 @@ GPU = Profile(
                          latent_sizes=((32, 32, 32), (32, 32, 32), (32, 32, 32), (24, 24, 24)),
                          extra={"bone_loss_weight": 5.0, "tumor_loss_weight": 5.0}),
     inpaint=StagePlan(batch=12, lr=3e-4, share=0.13, latent_sizes=((24, 24, 24), (16, 16, 16)),
-                      extra={"task": "inpaint", "inpaint_region_weight": 5.0}),
+                      extra={"task": "inpaint", "inpaint_region_weight": 5.0, "tumor_loss_weight": 5.0}),
     eval_reserve_s=50.0,
     setup_allowance_s=6.0,
     eval_seeds=4,
@@ -130,7 +130,7 @@ SMOKE = Profile(
     diffusion=StagePlan(batch=2, lr=5e-4, share=0.25, latent_sizes=((16, 16, 16), (8, 8, 8)), max_steps=4, warmup=2),
     controlnet=StagePlan(batch=2, lr=3e-4, share=0.25, latent_sizes=((16, 16, 16),), max_steps=3, warmup=2),
     inpaint=StagePlan(batch=2, lr=3e-4, share=0.25, latent_sizes=((8, 8, 8),), max_steps=3, warmup=2,
-                      extra={"task": "inpaint", "inpaint_region_weight": 5.0}),
+                      extra={"task": "inpaint", "inpaint_region_weight": 5.0, "tumor_loss_weight": 5.0}),
     eval_reserve_s=40.0,
     setup_allowance_s=3.0,
     eval_seeds=1,
@@ -156,7 +156,7 @@ CPU = Profile(
     controlnet=StagePlan(batch=4, lr=3e-4, share=0.3, latent_sizes=((16, 16, 16),), warmup=20,
                          extra={"bone_loss_weight": 5.0, "tumor_loss_weight": 5.0}),
     inpaint=StagePlan(batch=4, lr=3e-4, share=0.1, latent_sizes=((8, 8, 8),), warmup=20,
-                      extra={"task": "inpaint", "inpaint_region_weight": 5.0}),
+                      extra={"task": "inpaint", "inpaint_region_weight": 5.0, "tumor_loss_weight": 5.0}),
     eval_reserve_s=150.0,
     setup_allowance_s=10.0,
     eval_seeds=3,
@@ -319,7 +319,7 @@ ROLE_TITLES = {"autoencoder": "VAE (AutoencoderKlMaisi)", "diffusion_unet": "dif
 STAGE_TITLES = {"vae": "VAE-GAN: L1 + KL (weight 1e-7) + patch adversarial (least squares)",
                 "diffusion": "diffusion U-Net: rectified flow, L1 on the velocity, cached latents",
                 "controlnet": "CT ControlNet: U-Net frozen, zero-initialised residuals, L1 on the velocity",
-                "inpaint": "inpainting ControlNet: U-Net frozen, L1 weighted x5 inside the painted region"}
+                "inpaint": "inpainting ControlNet: U-Net frozen, L1 weighted x5 inside the painted region, +4 on tumor voxels"}
 
 
 def _parameter_counts() -> dict[str, int]:
