@@ -46,14 +46,20 @@ def tumor_in_liver(labels: np.ndarray) -> np.ndarray:
     return (distance <= TUMOR_RADIUS_MM) & liver
 
 
-def inpainted_tumor_median(seed: int, size: int, method: str, model: str = "demo") -> float:
-    """Median HU inside a 20 mm liver tumor inpainted into an abdomen phantom (inference seed 0)."""
-    phantom = make_phantom(size=(size,) * 3, spacing=SPACING, region="abdomen", seed=seed)
+def inpaint_liver_tumor(phantom, method: str, model: str = "demo") -> tuple[np.ndarray, np.ndarray]:
+    """(tumor mask, inpainted CT in HU) for a 20 mm liver tumor painted into `phantom` (inference seed 0)."""
     tumor = tumor_in_liver(phantom.labels)
     job = InpaintRequest(image=Volume(phantom.ct.copy(), phantom.affine),
                          labels=Volume(phantom.labels.copy(), phantom.affine), tumor=tumor, tumor_type="liver",
                          model=model, method=method, margin_mm=MARGIN_MM, seed=0, device="cpu")
-    return float(np.median(inpaint(job)[0].array[tumor]))
+    return tumor, inpaint(job)[0].array
+
+
+def inpainted_tumor_median(seed: int, size: int, method: str, model: str = "demo") -> float:
+    """Median HU inside a 20 mm liver tumor inpainted into an abdomen phantom of size^3 at 3 mm."""
+    phantom = make_phantom(size=(size,) * 3, spacing=SPACING, region="abdomen", seed=seed)
+    tumor, image = inpaint_liver_tumor(phantom, method, model)
+    return float(np.median(image[tumor]))
 
 
 def neighbour_steps(image: np.ndarray, pairs_wanted) -> np.ndarray:
@@ -71,12 +77,8 @@ def neighbour_steps(image: np.ndarray, pairs_wanted) -> np.ndarray:
 
 @pytest.fixture(scope="module", params=METHODS)
 def inpainted(request, phantom):
-    tumor = tumor_in_liver(phantom.labels)
-    job = InpaintRequest(image=Volume(phantom.ct.copy(), phantom.affine),
-                         labels=Volume(phantom.labels.copy(), phantom.affine), tumor=tumor, tumor_type="liver",
-                         model="demo", method=request.param, margin_mm=MARGIN_MM, seed=0, device="cpu")
-    image, _, _ = inpaint(job)
-    return request.param, tumor, image.array
+    tumor, image = inpaint_liver_tumor(phantom, request.param)
+    return request.param, tumor, image
 
 
 def test_the_blending_band_has_no_step_larger_than_the_inputs_tissue_transitions(inpainted, phantom) -> None:
