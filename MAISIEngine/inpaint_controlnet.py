@@ -14,6 +14,7 @@ from MAISIEngine.errors import MaisiError
 from MAISIEngine.masks import label_bitplanes
 from MAISIEngine.models import LoadedModel
 from MAISIEngine.networks import extract_checkpoint, load_state_dict_strict, read_checkpoint_file
+from MAISIEngine.onednn_conv import use_onednn_convolutions
 
 SECTION = "inpaint_controlnet"
 
@@ -35,7 +36,7 @@ def load_inpaint_controlnet(model: LoadedModel) -> torch.nn.Module:
     kwargs = dict(section.get("network") or {**model.preset.controlnet, "conditioning_embedding_in_channels": 10})
     if model.device.type != "cuda":
         kwargs["use_flash_attention"] = False
-    network = ControlNetMaisi(**kwargs)
+    network = use_onednn_convolutions(ControlNetMaisi(**kwargs))
     path = resolve_model_file(model.preset, str(section["weights"]), "inpainting ControlNet")
     checkpoint = extract_checkpoint(read_checkpoint_file(path), "controlnet")
     load_state_dict_strict(network, checkpoint.state_dict, "inpainting ControlNet")

@@ -19,6 +19,7 @@ from monai.apps.generation.maisi.networks.controlnet_maisi import ControlNetMais
 from monai.apps.generation.maisi.networks.diffusion_model_unet_maisi import DiffusionModelUNetMaisi
 
 from MAISIEngine.errors import MaisiError
+from MAISIEngine.onednn_conv import use_onednn_convolutions
 from MAISIEngine.presets import Preset
 
 STATE_DICT_KEYS: dict[str, tuple[str, ...]] = {
@@ -57,8 +58,8 @@ BUILDERS = {
 
 
 def build_network(role: str, preset: Preset, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """Build one network of the preset by role name."""
-    return BUILDERS[role](preset, device)
+    """Build one network of the preset by role name (its CPU inference convolutions on oneDNN)."""
+    return use_onednn_convolutions(BUILDERS[role](preset, device))
 
 
 @dataclass

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 
 import torch
 from monai.networks.schedulers import DDPMScheduler, RFlowScheduler
 
+from MAISIEngine.condition_cache import embedding_computed_once
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.presets import Preset
 
@@ -140,7 +141,9 @@ def sample(
     """Run the reverse process from `noise` and return the clean latent (still multiplied by scale)."""
     latents = noise
     pairs = timestep_pairs(scheduler, steps, tuple(noise.shape), noise.device)
-    with torch.no_grad():
+    with torch.no_grad(), ExitStack() as once_per_volume:
+        with autocast_for(noise.device, precision):  # the embedding in the dtype every step would compute
+            once_per_volume.enter_context(embedding_computed_once(controlnet, cond.controlnet_cond))
         for index, (t, next_t) in enumerate(pairs):
             with autocast_for(noise.device, precision):
                 output = guided_denoise(unet, controlnet, latents, t, cond)
