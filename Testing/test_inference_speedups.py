@@ -9,8 +9,11 @@ import pytest
 import torch
 from torch.profiler import profile
 
-import MAISIEngine.sampling as sampling
-from MAISIEngine.condition_cache import CachedConditionEmbedding, embedding_computed_once
+from MAISIEngine import sampling
+from MAISIEngine.condition_cache import (
+    CachedConditionEmbedding,
+    embedding_computed_once,
+)
 from MAISIEngine.masks import label_bitplanes
 from MAISIEngine.models import load_model
 from MAISIEngine.onednn_conv import OneDNNConv3d, use_onednn_convolutions
@@ -68,15 +71,14 @@ def test_cached_embedding_recomputes_for_another_condition_and_is_removed_after_
     controlnet = model_with_live_controlnet.controlnet
     original = controlnet.controlnet_cond_embedding
     first, second = labels_condition(1), labels_condition(3)
-    with pytest.raises(RuntimeError, match="stopped"):
-        with embedding_computed_once(controlnet, first):
-            stand_in = controlnet.controlnet_cond_embedding
-            assert isinstance(stand_in, CachedConditionEmbedding)
-            with torch.no_grad():
-                assert stand_in(first) is stand_in.value
-                assert torch.equal(stand_in(second), original(second))
-                assert not torch.equal(stand_in(second), stand_in.value)
-            raise RuntimeError("stopped")
+    with pytest.raises(RuntimeError, match="stopped"), embedding_computed_once(controlnet, first):
+        stand_in = controlnet.controlnet_cond_embedding
+        assert isinstance(stand_in, CachedConditionEmbedding)
+        with torch.no_grad():
+            assert stand_in(first) is stand_in.value
+            assert torch.equal(stand_in(second), original(second))
+            assert not torch.equal(stand_in(second), stand_in.value)
+        raise RuntimeError("stopped")
     assert controlnet.controlnet_cond_embedding is original
 
 
