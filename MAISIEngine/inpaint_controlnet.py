@@ -13,11 +13,7 @@ import torch
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.masks import label_bitplanes
 from MAISIEngine.models import LoadedModel
-from MAISIEngine.networks import (
-    extract_checkpoint,
-    load_state_dict_strict,
-    read_checkpoint_file,
-)
+from MAISIEngine.networks import extract_checkpoint, load_state_dict_strict, read_checkpoint_file
 from MAISIEngine.onednn_conv import use_onednn_convolutions
 
 SECTION = "inpaint_controlnet"

@@ -16,9 +16,7 @@ from typing import Any
 import torch
 from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
 from monai.apps.generation.maisi.networks.controlnet_maisi import ControlNetMaisi
-from monai.apps.generation.maisi.networks.diffusion_model_unet_maisi import (
-    DiffusionModelUNetMaisi,
-)
+from monai.apps.generation.maisi.networks.diffusion_model_unet_maisi import DiffusionModelUNetMaisi
 
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.onednn_conv import use_onednn_convolutions
