@@ -27,7 +27,8 @@ HELD_OUT_CASES = ((900010, 128), (900011, 128), (900012, 96), (900013, 128), (90
 """Abdomen phantoms (seed, size^3 at 3 mm) from the seeds no training pool of bench/train_demo.py drew."""
 MIN_TUMOR_HITS = 4
 """Held-out phantoms (of 6) whose tumor median must be within the tolerance, per method. The shipped model
-gives 5 of 6 with both; the inpainting ControlNet it replaced gave 3 of 6."""
+gives 5 of 6 (controlnet-repaint) and 6 of 6 (inpaint-controlnet); the inpainting ControlNet that the
+shipped one replaced gave 3 of 6."""
 
 
 @pytest.fixture(scope="module")
