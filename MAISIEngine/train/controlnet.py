@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.apps.generation.maisi.networks.controlnet_maisi import ControlNetMaisi
 
 from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
+from MAISIEngine.inpaint_controlnet import build_inpaint_controlnet, inpaint_network_kwargs
 from MAISIEngine.masks import label_bitplanes
 from MAISIEngine.networks import Checkpoint, build_network, init_controlnet_from_unet
 from MAISIEngine.presets import Preset
@@ -35,7 +35,6 @@ from MAISIEngine.train.losses import diffusion_target, optimizer_step, per_slot_
 from MAISIEngine.train.model_sources import ModelSources, initial_checkpoint, load_into
 from MAISIEngine.train.precision import autocast
 
-INPAINT_CHANNELS = 10
 INPAINT_CONDITION = {
     "channels": ["masked_image", "region"] + [f"tumor_label_bit{b}" for b in range(8)],
     "image": "HU clipped to [-1000, 1000] scaled to [0, 1]; 0 inside the region",
@@ -43,21 +42,6 @@ INPAINT_CONDITION = {
     "tumor_labels": "MAISI tumor id inside the tumor, 0 elsewhere, as 8 bit-planes",
 }
 TUMOR_IDS = frozenset(maisi_labels.TUMOR_TYPES.values())
-
-
-def inpaint_network_kwargs(preset: Preset) -> dict[str, Any]:
-    """The inpainting ControlNet: the preset's ControlNet with a 10-channel conditioning input."""
-    section = preset.to_dict().get(INPAINT_KEY) or {}
-    if section.get("network"):
-        return dict(section["network"])
-    return {**preset.controlnet, "conditioning_embedding_in_channels": INPAINT_CHANNELS}
-
-
-def build_inpaint_controlnet(preset: Preset, device: torch.device | str = "cpu") -> ControlNetMaisi:
-    kwargs = inpaint_network_kwargs(preset)
-    if torch.device(device).type != "cuda":
-        kwargs["use_flash_attention"] = False
-    return ControlNetMaisi(**kwargs)
 
 
 def inpaint_condition(image: torch.Tensor, tumor_labels: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
