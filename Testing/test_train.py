@@ -288,7 +288,8 @@ def test_inpaint_controlnet_is_described_in_the_preset(trained_tiny: Path, tmp_p
     from MAISIEngine.networks import extract_checkpoint, load_state_dict_strict, read_checkpoint_file
     from MAISIEngine.presets import load_preset
     from MAISIEngine.train.checkpoints import INPAINT_KEY, export_safetensors
-    from MAISIEngine.train.controlnet import build_inpaint_controlnet, inpaint_condition
+    from MAISIEngine.inpaint_controlnet import build_inpaint_controlnet
+    from MAISIEngine.train.controlnet import inpaint_condition
 
     out = tmp_path / "model"
     shutil.copytree(trained_tiny, out)

@@ -325,7 +325,7 @@ STAGE_TITLES = {"vae": "VAE-GAN: L1 + KL (weight 1e-7) + patch adversarial (leas
 def _parameter_counts() -> dict[str, int]:
     from MAISIEngine.networks import build_network, count_parameters
     from MAISIEngine.presets import load_preset
-    from MAISIEngine.train.controlnet import build_inpaint_controlnet
+    from MAISIEngine.inpaint_controlnet import build_inpaint_controlnet
 
     preset = load_preset("demo")
     roles = ("autoencoder", "diffusion_unet", "controlnet")

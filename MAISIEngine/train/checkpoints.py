@@ -15,13 +15,14 @@ from typing import Any
 import torch
 
 from MAISIEngine.errors import MaisiError
+from MAISIEngine.inpaint_controlnet import SECTION
 from MAISIEngine.io.atomic import atomic_path, write_text_atomic
 from MAISIEngine.modeldir import OFFICIAL_NAMES, SAFETENSORS_NAMES, save_official_layout
 from MAISIEngine.networks import load_state_dict_strict, read_checkpoint_file, extract_checkpoint
 from MAISIEngine.presets import Preset, load_preset, preset_from_dict
 
 STATE_FORMAT = "maisi-train-state/1"
-INPAINT_KEY = "inpaint_controlnet"
+INPAINT_KEY = SECTION
 """Preset section describing the inpainting ControlNet (its network, condition and weight file)."""
 INPAINT_NAMES = {"official": "controlnet_inpaint.pt", "safetensors": "controlnet_inpaint.safetensors"}
 
