@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from MAISIEngine.errors import MaisiError
+from MAISIEngine.labels import ORGAN_GROUPS
 from MAISIEngine.train.config import CONTROLNET_TASKS, STAGES, TrainConfig
 
 STAGE_DEFAULTS = {
@@ -79,6 +81,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--mse-weight", type=float, default=0.0,
                      help="extra squared-error loss: keeps thin bright structures such as bone at their mean "
                           "brightness (default 0: the paper's objective)")
+    vae.add_argument("--clip-aware-loss", action="store_true",
+                     help="outputs below 0 where the image is air (-1000 HU), or above 1 where it is 1000 HU, "
+                          "cost nothing, as inference clips them there: air decodes to exactly -1000 HU "
+                          "(default off: the paper's objective)")
     vae.add_argument("--calibrate-output", action="store_true",
                      help="instead of training: refit the decoder's output convolution on whole volumes of the "
                           "data (minutes on a CPU; fixes intensity offsets, keeps the latent space)")
@@ -94,10 +100,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                            help="controlnet (both tasks): loss weight on tumor voxels (MAISI weights tumors up)")
     diffusion.add_argument("--bone-loss-weight", type=float, default=1.0,
                            help="controlnet: loss weight on bone voxels (thin, bright, easily averaged away)")
+    diffusion.add_argument("--organ-loss-weight", action="append", default=[], metavar="GROUP=W",
+                           help="controlnet: loss weight on an organ group (" + ", ".join(ORGAN_GROUPS)
+                                + "), e.g. kidney=3; repeat for several")
 
 
 def _names(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def organ_loss_weights(pairs: list[str]) -> tuple[tuple[str, float], ...]:
+    """`GROUP=W` strings -> validated (group, weight) pairs."""
+    parsed = []
+    for pair in pairs:
+        group, _, weight = pair.partition("=")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = float("nan")
+        if group not in ORGAN_GROUPS or not math.isfinite(value) or value <= 0:
+            raise MaisiError(f"--organ-loss-weight {pair!r} is not GROUP=W with a known group and a positive weight",
+                             f"groups: {', '.join(ORGAN_GROUPS)}; e.g. --organ-loss-weight kidney=3")
+        parsed.append((group, value))
+    return tuple(parsed)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -112,6 +137,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise MaisiError("--calibrate-output applies to vae only", "drop --calibrate-output, or use it with vae")
     if args.freeze_encoder and args.stage != "vae":
         raise MaisiError("--freeze-encoder applies to vae training only", "drop --freeze-encoder, or train vae")
+    if args.organ_loss_weight and (args.stage != "controlnet" or args.task != "generate"):
+        raise MaisiError("--organ-loss-weight applies to CT ControlNet training only",
+                         "drop --organ-loss-weight, or train controlnet without --task inpaint")
     if args.task != "generate" and args.stage != "controlnet":
         raise MaisiError("--task applies to controlnet training only", "drop --task, or train controlnet")
     return TrainConfig(
@@ -121,11 +149,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         progress=not args.no_progress, size=size, kl_weight=args.kl_weight, adv_weight=args.adv_weight,
         adv_start=args.adv_start, disc_channels=args.disc_channels, freeze_encoder=args.freeze_encoder,
         window_weight=args.window_loss_weight, mse_weight=args.mse_weight,
+        clip_aware_loss=args.clip_aware_loss,
         crop_sizes=several if args.stage == "vae" else (),
         latent_sizes=tuple(tuple(max(1, v // 4) for v in s) for s in several) if args.stage != "vae" else (),
         perceptual_weight=args.perceptual_weight if args.perceptual_weights else 0.0,
         perceptual_weights_path=args.perceptual_weights, class_dropout=args.class_dropout, task=args.task,
         tumor_loss_weight=args.tumor_loss_weight, bone_loss_weight=args.bone_loss_weight,
+        organ_loss_weights=organ_loss_weights(args.organ_loss_weight),
     )
 
 

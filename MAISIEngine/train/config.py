@@ -60,6 +60,9 @@ class TrainConfig:
     """Weight of an extra squared error (0 = the paper's objective). L1 alone makes the decoder output
     the conditional median, which erases structures thinner than its receptive field resolves (ribs,
     cortical shells); the squared error keeps their mean brightness, and it is what PSNR measures."""
+    clip_aware_loss: bool = False
+    """Outputs beyond [0, 1] where the target sits on that bound (air, 1000 HU) cost nothing: inference
+    clips them to the target anyway (False = the paper's objective)."""
     perceptual_weight: float = 0.3
     perceptual_weights_path: str | None = None
     augment_flips: bool = True
@@ -71,6 +74,9 @@ class TrainConfig:
     task: str = "generate"
     tumor_loss_weight: float = 1.0
     bone_loss_weight: float = 1.0
+    organ_loss_weights: tuple[tuple[str, float], ...] = ()
+    """CT ControlNet: (organ group of `MAISIEngine.labels.ORGAN_GROUPS`, weight) pairs for small organs
+    that the plain L1 lets drift toward their surroundings (kidneys inside fat)."""
     inpaint_region_weight: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -93,4 +99,5 @@ class TrainConfig:
         data["size"] = list(self.size)
         data["latent_sizes"] = [list(s) for s in self.latent_sizes]
         data["crop_sizes"] = [list(s) for s in self.crop_sizes]
+        data["organ_loss_weights"] = [list(pair) for pair in self.organ_loss_weights]
         return data

@@ -236,12 +236,14 @@ class ControlNetStage:
     # -- step
 
     def loss_weights(self, labels: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor | None:
-        """Per latent voxel L1 weights: tumors (and bone for the CT ControlNet) up; for inpainting, the
+        """Per latent voxel L1 weights: tumors (and bone and chosen organs for the CT ControlNet) up; for inpainting, the
         region to paint up as well, the terms adding where they overlap."""
         config = self.config
         groups = {TUMOR_IDS: config.tumor_loss_weight}
         if region is None:
             groups[maisi_labels.BONE_IDS] = config.bone_loss_weight
+            for group, weight in config.organ_loss_weights:
+                groups[maisi_labels.ORGAN_GROUPS[group]] = weight
         weights = label_loss_weights(labels, groups, self.factor)
         if region is not None and config.inpaint_region_weight != 1.0:
             region_term = (config.inpaint_region_weight - 1.0) * to_latent_grid(region, self.factor)

@@ -113,6 +113,25 @@ def window_l1(prediction: torch.Tensor, target: torch.Tensor,
     return (view(prediction) - view(target)).abs().mean()
 
 
+CLIP_BAND = 0.02
+"""How far beyond a bound (in [0, 1] units, 40 HU) an output may sit for free where the target is on it."""
+
+
+def clip_where_target_at_bounds(prediction: torch.Tensor, target: torch.Tensor, band: float = CLIP_BAND) -> torch.Tensor:
+    """The prediction as the loss should see it when outputs are clipped to [0, 1] on inference.
+
+    Air is exactly -1000 HU (0) and the densest bone may reach 1000 HU (1): there an output up to `band`
+    beyond the bound becomes the target after clipping, so it costs nothing here. The L1 alone pulls
+    those outputs onto the bound itself, where a jitter of a few HU survives the clip and shows as grey
+    air in every generated CT. Outputs further out still cost their distance to the band: unbounded air
+    features would shift the decoder's group-norm statistics, and with them the HU of every organ, by
+    how much air a field of view holds. Voxels whose target lies inside the range keep the raw output.
+    """
+    floor_view = torch.where(prediction > 0.0, prediction, (prediction + band).clamp_max(0.0))
+    ceiling_view = torch.where(prediction < 1.0, prediction, (prediction - band).clamp_min(1.0))
+    return torch.where(target <= 0.0, floor_view, torch.where(target >= 1.0, ceiling_view, prediction))
+
+
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters: list[torch.nn.Parameter],
                    clip: float) -> None:
     """Backward, optional gradient-norm clipping, step."""

@@ -17,6 +17,7 @@ from MAISIEngine.train.config import TrainConfig
 from MAISIEngine.train.data import BATCH_SHAPE_SLOT, TensorStore, VolumeSource, image_batch, slot_rng
 from MAISIEngine.train.distributed import DistContext, wrap_ddp
 from MAISIEngine.train.losses import (
+    clip_where_target_at_bounds,
     kl_divergence,
     make_perceptual_loss,
     optimizer_step,
@@ -135,6 +136,8 @@ class VAEStage:
         with autocast(device, config.amp):
             reconstruction, z_mu, z_sigma = self.vae_pass(images, eps)
         reconstruction = reconstruction.float()
+        if config.clip_aware_loss:
+            reconstruction = clip_where_target_at_bounds(reconstruction, images)
         l1 = (reconstruction - images).abs().mean()
         kl = kl_divergence(z_mu, z_sigma)
         loss = l1 + config.kl_weight * kl
