@@ -82,9 +82,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="extra squared-error loss: keeps thin bright structures such as bone at their mean "
                           "brightness (default 0: the paper's objective)")
     vae.add_argument("--clip-aware-loss", action="store_true",
-                     help="outputs below 0 where the image is air (-1000 HU), or above 1 where it is 1000 HU, "
-                          "cost nothing, as inference clips them there: air decodes to exactly -1000 HU "
-                          "(default off: the paper's objective)")
+                     help="where the image is air (-1000 HU), outputs up to 40 HU below it cost nothing, as "
+                          "inference clips them to -1000 (likewise above 1000 HU): air decodes to exactly "
+                          "-1000 HU (default off: the paper's objective)")
     vae.add_argument("--calibrate-output", action="store_true",
                      help="instead of training: refit the decoder's output convolution on whole volumes of the "
                           "data (minutes on a CPU; fixes intensity offsets, keeps the latent space)")

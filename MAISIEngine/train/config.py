@@ -61,8 +61,8 @@ class TrainConfig:
     the conditional median, which erases structures thinner than its receptive field resolves (ribs,
     cortical shells); the squared error keeps their mean brightness, and it is what PSNR measures."""
     clip_aware_loss: bool = False
-    """Outputs beyond [0, 1] where the target sits on that bound (air, 1000 HU) cost nothing: inference
-    clips them to the target anyway (False = the paper's objective)."""
+    """Outputs up to `losses.CLIP_BAND` beyond [0, 1] where the target sits on that bound (air, 1000 HU)
+    cost nothing: inference clips them to the target anyway (False = the paper's objective)."""
     perceptual_weight: float = 0.3
     perceptual_weights_path: str | None = None
     augment_flips: bool = True
@@ -75,8 +75,8 @@ class TrainConfig:
     tumor_loss_weight: float = 1.0
     bone_loss_weight: float = 1.0
     organ_loss_weights: tuple[tuple[str, float], ...] = ()
-    """CT ControlNet: (organ group of `MAISIEngine.labels.ORGAN_GROUPS`, weight) pairs for small organs
-    that the plain L1 lets drift toward their surroundings (kidneys inside fat)."""
+    """CT ControlNet: (organ group of `MAISIEngine.labels.ORGAN_GROUPS`, loss weight) pairs, as
+    `bone_loss_weight` is for bone."""
     inpaint_region_weight: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -236,8 +236,8 @@ class ControlNetStage:
     # -- step
 
     def loss_weights(self, labels: torch.Tensor, region: torch.Tensor | None) -> torch.Tensor | None:
-        """Per latent voxel L1 weights: tumors (and bone and chosen organs for the CT ControlNet) up; for inpainting, the
-        region to paint up as well, the terms adding where they overlap."""
+        """Per latent voxel L1 weights: tumors (and bone and chosen organs for the CT ControlNet) up; for
+        inpainting, the region to paint up as well, the terms adding where they overlap."""
         config = self.config
         groups = {TUMOR_IDS: config.tumor_loss_weight}
         if region is None:

@@ -117,13 +117,15 @@ CLIP_BAND = 0.02
 """How far beyond a bound (in [0, 1] units, 40 HU) an output may sit for free where the target is on it."""
 
 
-def clip_where_target_at_bounds(prediction: torch.Tensor, target: torch.Tensor, band: float = CLIP_BAND) -> torch.Tensor:
+def clip_where_target_at_bounds(prediction: torch.Tensor, target: torch.Tensor,
+                                band: float = CLIP_BAND) -> torch.Tensor:
     """The prediction as the loss should see it when outputs are clipped to [0, 1] on inference.
 
     Air is exactly -1000 HU (0) and the densest bone may reach 1000 HU (1): there an output up to `band`
     beyond the bound becomes the target after clipping, so it costs nothing here. The L1 alone pulls
-    those outputs onto the bound itself, where a jitter of a few HU survives the clip and shows as grey
-    air in every generated CT. Outputs further out still cost their distance to the band: unbounded air
+    those outputs onto the bound itself, where a jitter of a few HU survives the clip: grey air in every
+    reconstruction (generation sets air outside the body afterwards; reconstructions and encoded inputs
+    to inpainting keep it). Outputs further out still cost their distance to the band: unbounded air
     features would shift the decoder's group-norm statistics, and with them the HU of every organ, by
     how much air a field of view holds. Voxels whose target lies inside the range keep the raw output.
     """
