@@ -5,7 +5,6 @@ Everything runs on CPU with tiny volumes (32^3) and the tiny or demo architectur
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -517,10 +516,17 @@ def test_mse_weight_adds_the_squared_error_that_psnr_measures(tmp_path: Path, ti
     assert values["psnr"] >= -10.0 * np.log10(values["mse"]) - 1e-3
 
 
+def train_config(*argv: str) -> TrainConfig:
+    """The TrainConfig that `maisi train ARGV` would run with, through the real command-line parser."""
+    from MAISIEngine.cli import build_parser
+    from MAISIEngine.train.cli import config_from_args
+
+    return config_from_args(build_parser()[0].parse_args(["train", *argv]))
+
+
 def test_clip_aware_loss_lets_outputs_pass_a_target_on_the_bounds(tmp_path: Path, tiny_preset_file: Path) -> None:
     """--clip-aware-loss: up to 0.02 below 0 on air (above 1 on 1000 HU) costs nothing, further out only the excess;
     targets inside the range keep the raw output."""
-    from MAISIEngine.train.cli import add_parser, config_from_args
     from MAISIEngine.train.losses import clip_where_target_at_bounds
     from MAISIEngine.train.runner import build_stage
 
@@ -540,10 +546,8 @@ def test_clip_aware_loss_lets_outputs_pass_a_target_on_the_bounds(tmp_path: Path
         l1[clip] = float(stage.train_step(0, range(2), progress=0.0)["l1"])
     assert 0 < l1[True] < l1[False]  # the untrained decoder's negative outputs on air no longer count
 
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["train", "vae", "--phantoms", "2", "--out", str(tmp_path / "x"), "--clip-aware-loss"])
-    assert config_from_args(args).clip_aware_loss is True
+    parsed = train_config("vae", "--phantoms", "2", "--out", str(tmp_path / "x"), "--clip-aware-loss")
+    assert parsed.clip_aware_loss is True
 
 
 def test_label_loss_weights_weigh_the_latent_voxels_that_hold_bone_or_tumor() -> None:
@@ -586,7 +590,6 @@ def test_inpaint_loss_weights_add_the_region_and_tumor_terms(tmp_path: Path, tra
 def test_organ_loss_weight_weighs_the_latent_voxels_of_that_organ(tmp_path: Path, trained_tiny: Path) -> None:
     """--organ-loss-weight kidney=3: left (14) and right (5) kidney voxels weigh 3, bone x5 adds where both lie."""
     from MAISIEngine.labels import BONE_IDS
-    from MAISIEngine.train.cli import add_parser, config_from_args
     from MAISIEngine.train.runner import build_stage
 
     out = tmp_path / "model"
@@ -596,11 +599,8 @@ def test_organ_loss_weight_weighs_the_latent_voxels_of_that_organ(tmp_path: Path
     labels[0, 0, 2, 6, 1] = 14  # left kidney in latent voxel (0, 1, 0)
     labels[0, 0, 3, 7, 2] = min(BONE_IDS)  # and bone there too
     labels[0, 0, 6, 5, 2] = 1  # liver: weight 1, latent voxel (1, 1, 0)
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["train", "controlnet", "--phantoms", "2", "--out", str(out),
-                              "--organ-loss-weight", "kidney=3", "--bone-loss-weight", "5"])
-    cfg = config_from_args(args)
+    cfg = train_config("controlnet", "--phantoms", "2", "--out", str(out), "--organ-loss-weight", "kidney=3",
+                       "--bone-loss-weight", "5")
     assert cfg.organ_loss_weights == (("kidney", 3.0),)
     stage = build_stage(config("controlnet", out, 1, organ_loss_weights=cfg.organ_loss_weights, bone_loss_weight=5.0,
                                size=(32, 32, 32)), block_source()).stage
@@ -608,7 +608,7 @@ def test_organ_loss_weight_weighs_the_latent_voxels_of_that_organ(tmp_path: Path
     for bad in (["--organ-loss-weight", "kidneys=3"], ["--organ-loss-weight", "kidney=0"],
                 ["--organ-loss-weight", "kidney"], ["--organ-loss-weight", "kidney=3", "--task", "inpaint"]):
         with pytest.raises(MaisiError, match="--organ-loss-weight"):
-            config_from_args(parser.parse_args(["train", "controlnet", "--phantoms", "2", "--out", str(out), *bad]))
+            train_config("controlnet", "--phantoms", "2", "--out", str(out), *bad)
 
 
 def test_calibration_refits_only_the_output_convolution(tmp_path: Path, trained_tiny: Path) -> None:
