@@ -489,6 +489,32 @@ def test_freeze_encoder_trains_the_decoder_only(tmp_path: Path, trained_tiny: Pa
     assert any(not torch.equal(before[k], after[k]) for k in decoder_side)
 
 
+def test_decode_posterior_mean_trains_the_decoder_on_the_latents_generation_gives_it(
+        tmp_path: Path, tiny_preset_file: Path) -> None:
+    """--decode-posterior-mean: the training loss is that of decoding the posterior mean (what the diffusion
+    model is trained on), not a noisy sample of the posterior; it needs --freeze-encoder."""
+    from MAISIEngine.train.runner import build_stage
+
+    l1 = {}
+    for mean in (False, True):
+        torch.manual_seed(0)
+        cfg = config("vae", tmp_path / f"m{mean}", 1, adv_weight=0.0, freeze_encoder=True, decode_posterior_mean=mean)
+        stage = build_stage(cfg, block_source(), preset=str(tiny_preset_file)).stage
+        of_mean = stage.evaluate(0, range(2))  # L1 of decode(posterior mean) on step 0's batch, no update
+        l1[mean] = float(stage.train_step(0, range(2), progress=0.0)["l1"])
+        if mean:
+            assert l1[mean] == pytest.approx(of_mean, rel=1e-6)
+        else:
+            assert abs(l1[mean] - of_mean) > 1e-4  # the sampled latent decodes to something else
+    parsed = train_config("vae", "--phantoms", "2", "--out", str(tmp_path / "x"), "--freeze-encoder",
+                          "--decode-posterior-mean")
+    assert parsed.decode_posterior_mean is True and parsed.freeze_encoder is True
+    code, output = cli("vae", "--decode-posterior-mean", "--phantoms", "1", "--out", str(tmp_path / "y"))
+    assert code == 2 and len(output.splitlines()) == 1
+    assert output.startswith("error: --decode-posterior-mean needs --freeze-encoder")
+    assert not (tmp_path / "y").exists()
+
+
 def test_vae_draws_one_of_several_crop_sizes_per_step(tmp_path: Path, tiny_preset_file: Path) -> None:
     """Several --size values: each step one size (the same in every process), all of them used."""
     from MAISIEngine.train.runner import build_stage

@@ -91,6 +91,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     vae.add_argument("--calibration-samples", type=int, default=50_000, help="voxels sampled per volume")
     vae.add_argument("--freeze-encoder", action="store_true",
                      help="train the decoder only, keeping the latent space of the diffusion model and ControlNets")
+    vae.add_argument("--decode-posterior-mean", action="store_true",
+                     help="with --freeze-encoder: decode the posterior mean, not a sample of it, as generation "
+                          "does (the diffusion model is trained on posterior means)")
     vae.add_argument("--perceptual-weights", help="local ResNet-50 state dict for the perceptual loss (never downloaded)")
     vae.add_argument("--perceptual-weight", type=float, default=0.3)
     diffusion = parser.add_argument_group("diffusion / controlnet")
@@ -137,6 +140,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise MaisiError("--calibrate-output applies to vae only", "drop --calibrate-output, or use it with vae")
     if args.freeze_encoder and args.stage != "vae":
         raise MaisiError("--freeze-encoder applies to vae training only", "drop --freeze-encoder, or train vae")
+    if args.decode_posterior_mean and not args.freeze_encoder:
+        raise MaisiError("--decode-posterior-mean needs --freeze-encoder: a trained encoder would lose its "
+                         "posterior variance, and with it the KL term's meaning",
+                         "add --freeze-encoder, or drop --decode-posterior-mean")
     if args.organ_loss_weight and (args.stage != "controlnet" or args.task != "generate"):
         raise MaisiError("--organ-loss-weight applies to CT ControlNet training only",
                          "drop --organ-loss-weight, or train controlnet without --task inpaint")
@@ -148,6 +155,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         resume=args.resume, checkpoint_every=args.checkpoint_every, time_budget_s=args.time_budget,
         progress=not args.no_progress, size=size, kl_weight=args.kl_weight, adv_weight=args.adv_weight,
         adv_start=args.adv_start, disc_channels=args.disc_channels, freeze_encoder=args.freeze_encoder,
+        decode_posterior_mean=args.decode_posterior_mean,
         window_weight=args.window_loss_weight, mse_weight=args.mse_weight,
         clip_aware_loss=args.clip_aware_loss,
         crop_sizes=several if args.stage == "vae" else (),

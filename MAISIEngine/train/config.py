@@ -69,6 +69,11 @@ class TrainConfig:
     freeze_encoder: bool = False
     """Train the decoder only: the latent space stays as it is, so a diffusion model and ControlNets
     trained on it remain valid (sharpen or de-bias a VAE after the later stages were trained)."""
+    decode_posterior_mean: bool = False
+    """With `freeze_encoder`: decode the posterior mean instead of a sample of the posterior. The
+    diffusion U-Net and ControlNets are trained on posterior means (`latents.encode_volume`), so these
+    are the latents the decoder meets at generation; the sampling noise (a posterior sigma of about
+    0.5-1.2 in the demo VAE) only hides their fine variations from a decoder being retrained."""
     # diffusion / ControlNet objectives
     class_dropout: float = 0.0
     task: str = "generate"
@@ -91,6 +96,7 @@ class TrainConfig:
             "crop_sizes": [list(s) for s in self.crop_sizes],
             "task": self.task,
             "freeze_encoder": self.freeze_encoder,
+            "decode_posterior_mean": self.decode_posterior_mean,
         }
 
     def to_json(self) -> dict[str, Any]:
