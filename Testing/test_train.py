@@ -632,9 +632,13 @@ def test_organ_loss_weight_weighs_the_latent_voxels_of_that_organ(tmp_path: Path
                                size=(32, 32, 32)), block_source()).stage
     assert stage.loss_weights(labels, None)[0, 0, :, :, 0].tolist() == [[3.0, 7.0], [1.0, 1.0]]
     for bad in (["--organ-loss-weight", "kidneys=3"], ["--organ-loss-weight", "kidney=0"],
-                ["--organ-loss-weight", "kidney"], ["--organ-loss-weight", "kidney=3", "--task", "inpaint"]):
+                ["--organ-loss-weight", "kidney"], ["--organ-loss-weight", "kidney=3", "--task", "inpaint"],
+                ["--organ-loss-weight", "kidney=3", "--organ-loss-weight", "kidney=2"],
+                ["--organ-loss-weight", "bone=3", "--bone-loss-weight", "5"]):
         with pytest.raises(MaisiError, match="--organ-loss-weight"):
             train_config("controlnet", "--phantoms", "2", "--out", str(out), *bad)
+    assert train_config("controlnet", "--phantoms", "2", "--out", str(out), "--organ-loss-weight",
+                        "bone=3").organ_loss_weights == (("bone", 3.0),)
 
 
 def test_calibration_refits_only_the_output_convolution(tmp_path: Path, trained_tiny: Path) -> None:

@@ -124,6 +124,8 @@ def organ_loss_weights(pairs: list[str]) -> tuple[tuple[str, float], ...]:
         if group not in ORGAN_GROUPS or not math.isfinite(value) or value <= 0:
             raise MaisiError(f"--organ-loss-weight {pair!r} is not GROUP=W with a known group and a positive weight",
                              f"groups: {', '.join(ORGAN_GROUPS)}; e.g. --organ-loss-weight kidney=3")
+        if any(group == seen for seen, _ in parsed):
+            raise MaisiError(f"--organ-loss-weight gives the group {group!r} twice", "give each group once")
         parsed.append((group, value))
     return tuple(parsed)
 
@@ -147,6 +149,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.organ_loss_weight and (args.stage != "controlnet" or args.task != "generate"):
         raise MaisiError("--organ-loss-weight applies to CT ControlNet training only",
                          "drop --organ-loss-weight, or train controlnet without --task inpaint")
+    if args.bone_loss_weight != 1.0 and any(pair.partition("=")[0] == "bone" for pair in args.organ_loss_weight or ()):
+        raise MaisiError("--bone-loss-weight and --organ-loss-weight bone=W both weigh bone",
+                         "give the bone weight once")
     if args.task != "generate" and args.stage != "controlnet":
         raise MaisiError("--task applies to controlnet training only", "drop --task, or train controlnet")
     return TrainConfig(
