@@ -149,7 +149,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.organ_loss_weight and (args.stage != "controlnet" or args.task != "generate"):
         raise MaisiError("--organ-loss-weight applies to CT ControlNet training only",
                          "drop --organ-loss-weight, or train controlnet without --task inpaint")
-    if args.bone_loss_weight != 1.0 and any(pair.partition("=")[0] == "bone" for pair in args.organ_loss_weight or ()):
+    organ_weights = organ_loss_weights(args.organ_loss_weight)
+    if args.bone_loss_weight != 1.0 and any(group == "bone" for group, _ in organ_weights):
         raise MaisiError("--bone-loss-weight and --organ-loss-weight bone=W both weigh bone",
                          "give the bone weight once")
     if args.task != "generate" and args.stage != "controlnet":
@@ -168,7 +169,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         perceptual_weight=args.perceptual_weight if args.perceptual_weights else 0.0,
         perceptual_weights_path=args.perceptual_weights, class_dropout=args.class_dropout, task=args.task,
         tumor_loss_weight=args.tumor_loss_weight, bone_loss_weight=args.bone_loss_weight,
-        organ_loss_weights=organ_loss_weights(args.organ_loss_weight),
+        organ_loss_weights=organ_weights,
     )
 
 

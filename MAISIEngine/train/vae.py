@@ -131,9 +131,8 @@ class VAEStage:
         size = self.size_for(step)
         images = image_batch(self.store, config.seed, step, slots, size, config.augment_flips).to(device)
         latent_shape = (len(slots), self.latent_channels) + tuple(s // self.divisor for s in size)
-        eps = per_slot_noise(latent_shape, config.seed, step, slots, device)
-        if config.decode_posterior_mean:
-            eps = torch.zeros_like(eps)
+        eps = torch.zeros(latent_shape, device=device) if config.decode_posterior_mean \
+            else per_slot_noise(latent_shape, config.seed, step, slots, device)
         adversarial_on = config.adv_weight > 0 and progress >= config.adv_start
         with autocast(device, config.amp):
             reconstruction, z_mu, z_sigma = self.vae_pass(images, eps)
