@@ -43,6 +43,7 @@ def test_official_layout_loads_strictly(tmp_path: Path, preset_name: str, role: 
     assert torch.equal(loaded.state_dict()[first_key], source.state_dict()[first_key])
     if role == "diffusion_unet":
         assert checkpoint.scale_factor == pytest.approx(0.75)
+    path.unlink()  # up to 700 MB each: do not let twelve of them pile up before the session ends
 
 
 def test_vae_wrapped_in_unet_state_dict_is_understood(tmp_path: Path) -> None:
