@@ -154,8 +154,8 @@ class Interrupt:
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("stage", ["vae", "controlnet"])
-def test_interrupted_run_resumes_identically(stage: str, tmp_path: Path, trained_tiny: Path,
+@pytest.mark.parametrize("stage,ema_decay", [("vae", 0.0), ("controlnet", 0.0), ("controlnet", 0.5)])
+def test_interrupted_run_resumes_identically(stage: str, ema_decay: float, tmp_path: Path, trained_tiny: Path,
                                             tiny_preset_file: Path) -> None:
     from MAISIEngine.train.checkpoints import state_path
     from MAISIEngine.train.runner import train_stage
@@ -166,7 +166,7 @@ def test_interrupted_run_resumes_identically(stage: str, tmp_path: Path, trained
         out = tmp_path / name
         shutil.copytree(trained_tiny, out)
         (out / f"{role}.pt").unlink()
-        cfg = config(stage, out, 4, adv_start=0.5)  # the VAE's adversarial loss switches on mid-run
+        cfg = config(stage, out, 4, adv_start=0.5, ema_decay=ema_decay)  # the VAE's adversarial loss starts mid-run
         if name == "straight":
             result = train_stage(cfg, block_source())
         else:
@@ -191,6 +191,44 @@ def test_interrupted_run_resumes_identically(stage: str, tmp_path: Path, trained
     column = results["straight_log"][0].split(",").index("loss")
     assert [r.split(",")[column] for r in results["straight_log"][1:]] == \
            [r.split(",")[column] for r in results["interrupted_log"][1:]]
+
+
+def test_ema_decay_exports_the_moving_average_of_the_weights(tmp_path: Path, trained_tiny: Path) -> None:
+    """--ema-decay D: the exported ControlNet is e_1 = w_1, e_k = D e_(k-1) + (1 - D) w_k over the weights w_k
+    after each step, not w_last; the training state keeps w_last to train on."""
+    from MAISIEngine.train.checkpoints import load_training_state, state_path
+    from MAISIEngine.train.engine import run_stage
+    from MAISIEngine.train.runner import build_stage
+
+    out = tmp_path / "ema"
+    shutil.copytree(trained_tiny, out)
+    cfg = config("controlnet", out, 3, ema_decay=0.5)
+    built = build_stage(cfg, block_source())
+    after_each: list[dict[str, torch.Tensor]] = []
+    result = run_stage(built.stage, cfg, built.ctx,
+                       on_step=lambda step, values: after_each.append(state_of(built.stage.controlnet)))
+    assert result.end_step == 3 and len(after_each) == 3
+    expected = after_each[0]
+    for weights in after_each[1:]:
+        expected = {k: 0.5 * expected[k] + 0.5 * weights[k] for k in expected}
+    exported = torch.load(out / "controlnet.pt", weights_only=True)["controlnet_state_dict"]
+    moved = [k for k in expected if not torch.equal(after_each[0][k], after_each[-1][k])]
+    assert moved  # the weights did change over the steps, so the average differs from the last step
+    for key in expected:
+        torch.testing.assert_close(exported[key], expected[key], rtol=0, atol=1e-7, msg=key)
+    assert any((exported[k] - after_each[-1][k]).abs().max() > 1e-6 for k in moved)
+    state = load_training_state(state_path(out, "controlnet"))
+    assert torch.equal(state["models"]["controlnet"][moved[0]], after_each[-1][moved[0]])
+    assert int(state["averages"]["controlnet"]["n_averaged"]) == 3
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "nan"])
+def test_ema_decay_outside_zero_to_one_is_refused(value: str, tmp_path: Path) -> None:
+    code, output = cli("vae", "--ema-decay", value, "--phantoms", "1", "--out", str(tmp_path / "o"))
+    assert code == 2 and len(output.splitlines()) == 1
+    assert output.startswith(f"error: --ema-decay must be at least 0 and below 1, got {float(value)}")
+    assert not (tmp_path / "o").exists()
+    assert train_config("vae", "--ema-decay", "0.999", "--phantoms", "1", "--out", str(tmp_path / "x")).ema_decay == 0.999
 
 
 def test_resume_with_other_settings_is_refused(tmp_path: Path, tiny_preset_file: Path) -> None:

@@ -47,8 +47,8 @@ def restore_rng(state: dict[str, Any], device: torch.device) -> None:
 
 def save_training_state(path: Path, *, step: int, models: dict[str, torch.nn.Module],
                         optimizers: dict[str, torch.optim.Optimizer], signature: dict[str, Any],
-                        extra: dict[str, Any], device: torch.device) -> None:
-    """Atomically write the state after `step` completed steps."""
+                        extra: dict[str, Any], device: torch.device, averages: dict[str, Any] | None = None) -> None:
+    """Atomically write the state after `step` completed steps (with the weight averages of `--ema-decay`)."""
     payload = {
         "format": STATE_FORMAT,
         "step": int(step),
@@ -58,6 +58,8 @@ def save_training_state(path: Path, *, step: int, models: dict[str, torch.nn.Mod
         "extra": extra,
         "rng": rng_state(device),
     }
+    if averages is not None:
+        payload["averages"] = averages
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

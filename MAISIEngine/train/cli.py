@@ -15,6 +15,7 @@ from pathlib import Path
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.labels import ORGAN_GROUPS
 from MAISIEngine.train.config import CONTROLNET_TASKS, STAGES, TrainConfig
+from MAISIEngine.train.ema import check_decay
 
 STAGE_DEFAULTS = {
     # stage: (lr, crop size in image voxels)
@@ -69,6 +70,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="bf16 mixed precision on CUDA (default on)")
     run.add_argument("--checkpoint-every", type=int, default=200)
     run.add_argument("--time-budget", type=float, help="stop after this many seconds")
+    run.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
+                     help="export the exponential moving average of the weights, decay D per step (e.g. 0.999: "
+                          "about the last 1000 steps), instead of the last step's weights (default 0: off)")
     run.add_argument("--no-progress", action="store_true")
     vae = parser.add_argument_group("vae objectives")
     vae.add_argument("--kl-weight", type=float, default=1e-7)
@@ -140,6 +144,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     several = tuple(sizes) if len(sizes) > 1 else ()
     if args.calibrate_output and args.stage != "vae":
         raise MaisiError("--calibrate-output applies to vae only", "drop --calibrate-output, or use it with vae")
+    if args.calibrate_output and args.ema_decay:
+        raise MaisiError("--ema-decay averages training steps, and --calibrate-output does not train",
+                         "drop one of the two")
+    check_decay(args.ema_decay)
     if args.freeze_encoder and args.stage != "vae":
         raise MaisiError("--freeze-encoder applies to vae training only", "drop --freeze-encoder, or train vae")
     if args.decode_posterior_mean and not args.freeze_encoder:
@@ -159,6 +167,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         stage=args.stage, out_dir=Path(args.out).expanduser(), steps=args.steps, batch_size=args.batch_size,
         lr=args.lr if args.lr is not None else lr, seed=args.seed, device=args.device, amp=args.amp,
         resume=args.resume, checkpoint_every=args.checkpoint_every, time_budget_s=args.time_budget,
+        ema_decay=args.ema_decay,
         progress=not args.no_progress, size=size, kl_weight=args.kl_weight, adv_weight=args.adv_weight,
         adv_start=args.adv_start, disc_channels=args.disc_channels, freeze_encoder=args.freeze_encoder,
         decode_posterior_mean=args.decode_posterior_mean,

@@ -35,6 +35,9 @@ class TrainConfig:
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
     """Clip the gradient norm to this (0 = off): keeps short high-learning-rate runs from spiking."""
+    ema_decay: float = 0.0
+    """Export the exponential moving average of the weights with this decay per step (0 = the last
+    step's weights). The average is kept beside the training weights, which go on training as before."""
     time_budget_s: float | None = None
     """Stop after this many seconds (the learning-rate schedule then follows elapsed time)."""
     progress: bool = True
@@ -97,7 +100,7 @@ class TrainConfig:
             "task": self.task,
             "freeze_encoder": self.freeze_encoder,
             "decode_posterior_mean": self.decode_posterior_mean,
-        }
+        } | ({"ema_decay": self.ema_decay} if self.ema_decay else {})  # runs from before the option resume
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

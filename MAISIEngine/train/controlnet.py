@@ -147,6 +147,7 @@ def make_controlnet(task: str, sources: ModelSources, unet: torch.nn.Module,
 
 class ControlNetStage:
     log_keys = ("loss",)
+    exported = ("controlnet",)
 
     def __init__(self, config: TrainConfig, ctx: DistContext, preset: Preset, source: VolumeSource,
                  cache: LatentCache, unet: torch.nn.Module, controlnet: torch.nn.Module, scale_factor: float) -> None:

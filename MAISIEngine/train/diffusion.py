@@ -108,6 +108,7 @@ def unet_inputs(preset: Preset, spacings: list[tuple[float, float, float]], labe
 class DiffusionStage:
     key = "diffusion"
     log_keys = ("loss",)
+    exported = ("diffusion_unet",)
 
     def __init__(self, config: TrainConfig, ctx: DistContext, preset: Preset, source: VolumeSource,
                  cache: LatentCache, unet: torch.nn.Module, scale_factor: float | None) -> None:

@@ -26,6 +26,7 @@ from MAISIEngine.train import checkpoints
 from MAISIEngine.train.config import TrainConfig
 from MAISIEngine.train.data import rank_slots
 from MAISIEngine.train.distributed import DistContext, any_across, barrier, mean_across
+from MAISIEngine.train.ema import WeightAverages
 
 StepHook = Callable[[int, dict[str, float]], None]
 """Called after each completed step with (steps done, logged values); may raise KeyboardInterrupt."""
@@ -35,6 +36,8 @@ class Stage(Protocol):
     key: str
     """Name of the training state / log files (vae, diffusion, controlnet, controlnet_inpaint)."""
     log_keys: tuple[str, ...]
+    exported: tuple[str, ...]
+    """Keys of `trainable()` whose weights `export()` writes (what `--ema-decay` averages)."""
 
     def trainable(self) -> dict[str, torch.nn.Module]: ...
 
@@ -184,19 +187,24 @@ def run_stage(stage: Stage, config: TrainConfig, ctx: DistContext, on_step: Step
     for optimizer in optimizers.values():
         for group in optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
+    exported = {key: models[key] for key in stage.exported}
+    averages = WeightAverages(exported, config.ema_decay) if config.ema_decay and ctx.is_main else None
     start = 0
     if config.resume:
         payload = checkpoints.load_training_state(path)
         checkpoints.check_signature(payload["signature"], signature)
         start = checkpoints.apply_training_state(payload, models, optimizers, ctx.device)
         stage.load_extra_state(payload.get("extra", {}))
+        if averages is not None:
+            averages.load_state_dict(payload.get("averages", {}))
     log = LossLog(out_dir, stage.key, stage.log_keys, enabled=ctx.is_main)
     log.start(start)
 
     def save(step: int) -> None:
         if ctx.is_main:
             checkpoints.save_training_state(path, step=step, models=models, optimizers=optimizers,
-                                            signature=signature, extra=stage.extra_state(), device=ctx.device)
+                                            signature=signature, extra=stage.extra_state(), device=ctx.device,
+                                            averages=averages.state_dict() if averages is not None else None)
         barrier(ctx)
 
     began = time.perf_counter()
@@ -216,6 +224,8 @@ def run_stage(stage: Stage, config: TrainConfig, ctx: DistContext, on_step: Step
                     progress = max(progress, elapsed / config.time_budget_s)
                 lr = set_learning_rate(optimizers, lr_factor(progress, step, config.warmup_steps, config.min_lr_ratio))
                 raw = stage.train_step(step, rank_slots(ctx.rank, config.batch_size), progress)
+                if averages is not None:
+                    averages.update(exported)
                 step += 1
                 values: dict[str, float] = {}
                 if step % config.log_every == 0 or step == config.steps:
@@ -241,6 +251,8 @@ def run_stage(stage: Stage, config: TrainConfig, ctx: DistContext, on_step: Step
     if not result.interrupted:
         save(step)
         if ctx.is_main:
+            if averages is not None:
+                averages.copy_into(exported)  # the training state above keeps the last step's weights
             result.outputs = stage.export()
         barrier(ctx)
     return result

@@ -26,6 +26,7 @@ from MAISIEngine.train.data import (
 )
 from MAISIEngine.train.distributed import DistContext, init_distributed
 from MAISIEngine.train.engine import Stage, StepHook, TrainResult, run_stage
+from MAISIEngine.train.ema import check_decay
 from MAISIEngine.train.latents import build_latent_cache
 from MAISIEngine.train.model_sources import ModelSources, frozen_network, resolve_sources, trainable_network
 
@@ -113,6 +114,7 @@ def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
         raise MaisiError(f"unknown training stage '{config.stage}'", f"use one of {', '.join(STAGES)}")
     if config.steps < 1 or config.batch_size < 1:
         raise MaisiError("--steps and --batch-size must be at least 1", "e.g. --steps 1000 --batch-size 2")
+    check_decay(config.ema_decay)
     say = log or (lambda message: None)
     if config.resume:
         from MAISIEngine.train.checkpoints import state_path

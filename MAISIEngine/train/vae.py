@@ -76,6 +76,7 @@ class VAEPass(torch.nn.Module):
 class VAEStage:
     key = "vae"
     log_keys = ("loss", "l1", "kl", "perceptual", "adv_g", "d_loss", "psnr", "window_l1", "mse")
+    exported = ("autoencoder",)
 
     def __init__(self, config: TrainConfig, ctx: DistContext, preset: Preset, source: VolumeSource,
                  autoencoder: torch.nn.Module) -> None:
