@@ -207,9 +207,7 @@ class ControlNetStage:
 
     def _inpaint_inputs(self, step: int, slots: range, labels: torch.Tensor,
                         image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tumor = torch.zeros_like(labels, dtype=torch.bool)
-        for tumor_id in TUMOR_IDS:
-            tumor |= labels == tumor_id
+        tumor = torch.isin(labels, torch.tensor(sorted(TUMOR_IDS), device=labels.device))
         regions = []
         for row, slot in enumerate(slots):
             rng = np.random.default_rng(slot_seed(self.config.seed, step, slot, stream=3))
