@@ -509,6 +509,39 @@ def test_finetuning_from_a_model_writes_a_whole_model_directory(tmp_path: Path, 
     assert changed  # one training step moved the ControlNet away from the --init weights
 
 
+def test_finetuning_one_controlnet_carries_the_other_from_the_init_model(tmp_path: Path, trained_tiny: Path) -> None:
+    """--init MODEL keeps the model's VAE and U-Net, so its other ControlNet still fits them: fine-tuning the
+    inpainting ControlNet carries the CT ControlNet, and fine-tuning the CT ControlNet carries the inpainting
+    one, unchanged; each output is a whole model that generates and inpaints."""
+    from MAISIEngine.models import load_model
+    from MAISIEngine.presets import load_preset
+    from MAISIEngine.train.checkpoints import INPAINT_KEY
+    from MAISIEngine.train.runner import train_stage
+
+    inpaint_tuned = tmp_path / "inpaint_tuned"
+    train_stage(config("controlnet", inpaint_tuned, 1, task="inpaint"), block_source(), init=str(trained_tiny))
+    assert load_preset(inpaint_tuned).weights == {"controlnet": "controlnet.pt", "autoencoder": "autoencoder.pt",
+                                                  "diffusion_unet": "diffusion_unet.pt"}
+    original = load_model(trained_tiny, "cpu").controlnet.state_dict()
+    carried = load_model(inpaint_tuned, "cpu").controlnet.state_dict()
+    assert carried.keys() == original.keys() and all(torch.equal(carried[k], original[k]) for k in original)
+    inpaint_weights = load_preset(inpaint_tuned).to_dict()[INPAINT_KEY]["weights"]
+
+    ct_tuned = tmp_path / "ct_tuned"
+    train_stage(config("controlnet", ct_tuned, 1), block_source(), init=str(inpaint_tuned))
+    section = load_preset(ct_tuned).to_dict()[INPAINT_KEY]
+    before = torch.load(inpaint_tuned / inpaint_weights, weights_only=True)["controlnet_state_dict"]
+    after = torch.load(ct_tuned / section["weights"], weights_only=True)["controlnet_state_dict"]
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert any(not torch.equal(load_model(ct_tuned, "cpu").controlnet.state_dict()[k], v)
+               for k, v in original.items())  # the CT ControlNet itself was trained
+    # A new U-Net invalidates both ControlNets: neither is carried, nor is the inpainting one described.
+    unet_tuned = tmp_path / "unet_tuned"
+    train_stage(config("diffusion", unet_tuned, 1), block_source(), init=str(ct_tuned))
+    assert load_preset(unet_tuned).weights == {"diffusion_unet": "diffusion_unet.pt", "autoencoder": "autoencoder.pt"}
+    assert INPAINT_KEY not in load_preset(unet_tuned).to_dict()
+
+
 def test_freeze_encoder_trains_the_decoder_only(tmp_path: Path, trained_tiny: Path) -> None:
     """--freeze-encoder: the latent space (encoder + quant convs) is bit-identical afterwards, the decoder moved."""
     from MAISIEngine.models import load_model

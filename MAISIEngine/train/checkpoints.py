@@ -120,6 +120,7 @@ def write_role(out_dir: Path, base: Preset, role: str, model: torch.nn.Module,
     raw.update({"weights_source": "directory", "weights": weights})
     if existing is None:
         raw["name"] = out_dir.resolve().name
+        raw.pop(INPAINT_KEY, None)  # the base's inpainting ControlNet is not in this folder (until carried)
     write_text_atomic(out_dir / "preset.json", json.dumps(raw, indent=2))
     return out_dir / filename
 

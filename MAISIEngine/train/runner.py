@@ -165,13 +165,35 @@ def build_stage(config: TrainConfig, source: VolumeSource, *, preset: str | None
             say(f"ControlNet ({config.task}) starts from {origin}")
             stage = ControlNetStage(config, ctx, model_preset, source, cache, unet, controlnet,
                                     unet_checkpoint.scale_factor)
+            if frozen_stages_from_init(sources):  # --init's other ControlNet fits its VAE and U-Net: carry it
+                if config.task == "inpaint":
+                    frozen.update(carried_stages(sources, device, roles=("controlnet",)))
+                elif not has_inpaint_controlnet(config.out_dir):
+                    inpaint_source = sources.init_model
     return BuiltStage(stage, ctx, model_preset, frozen, inpaint_source)
 
 
-def carried_stages(sources: ModelSources, device: torch.device) -> dict[str, tuple[torch.nn.Module, float | None]]:
+def frozen_stages_from_init(sources: ModelSources) -> bool:
+    """True when a ControlNet run takes its frozen VAE and U-Net from the --init model, not from --out."""
+    from MAISIEngine.train.checkpoints import model_preset
+
+    existing = model_preset(sources.out_dir)
+    return sources.init_model is not None and not (
+        existing is not None and ({"autoencoder", "diffusion_unet"} & set(existing.weights)))
+
+
+def has_inpaint_controlnet(out_dir: Path) -> bool:
+    from MAISIEngine.train.checkpoints import INPAINT_KEY, model_preset
+
+    existing = model_preset(out_dir)
+    return existing is not None and bool(existing.to_dict().get(INPAINT_KEY))
+
+
+def carried_stages(sources: ModelSources, device: torch.device,
+                   roles: Sequence[str] = ("diffusion_unet", "controlnet")) -> dict[str, tuple[torch.nn.Module, float | None]]:
     """The diffusion U-Net and ControlNet of --init: still valid when the VAE's latent space is kept."""
     carried: dict[str, tuple[torch.nn.Module, float | None]] = {}
-    for role in ("diffusion_unet", "controlnet"):
+    for role in roles:
         if sources.init_model is not None and role in sources.init_model.weights:
             network, checkpoint = frozen_network(role, sources, device, "the VAE")
             carried[role] = (network, checkpoint.scale_factor if role == "diffusion_unet" else None)
