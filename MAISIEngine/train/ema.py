@@ -1,8 +1,8 @@
 """An exponential moving average of the weights a stage exports (`--ema-decay`).
 
-The last step's weights swing with the last batches: the demo's inpainting ControlNet put the same
-tumors 20-30 HU apart at steps 200 and 853 of one run (its model card). The average of the recent steps' weights is what
-diffusion training usually ships. Built on torch's own `AveragedModel`; the averages travel in the
+The last step's weights swing with the last batches. In one 200-step run of the demo's inpainting
+ControlNet, the average put inpainted tumors 17.7 HU from the tissue value on average and the last
+weights 30.0 HU (its model card). Built on torch's own `AveragedModel`; the averages travel in the
 training state, so an interrupted run resumes them exactly.
 """
 
@@ -28,7 +28,6 @@ class WeightAverages:
 
     def __init__(self, networks: dict[str, torch.nn.Module], decay: float) -> None:
         check_decay(decay)
-        self.decay = decay
         self.averages = {key: AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
                          for key, network in networks.items()}
 

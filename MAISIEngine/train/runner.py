@@ -191,7 +191,8 @@ def has_inpaint_controlnet(out_dir: Path) -> bool:
 
 def carried_stages(sources: ModelSources, device: torch.device,
                    roles: Sequence[str] = ("diffusion_unet", "controlnet")) -> dict[str, tuple[torch.nn.Module, float | None]]:
-    """The diffusion U-Net and ControlNet of --init: still valid when the VAE's latent space is kept."""
+    """Networks of --init that a run leaves valid: its U-Net and ControlNet when the VAE's latent space is
+    kept (`--freeze-encoder`), its other ControlNet when a ControlNet is trained on its VAE and U-Net."""
     carried: dict[str, tuple[torch.nn.Module, float | None]] = {}
     for role in roles:
         if sources.init_model is not None and role in sources.init_model.weights:
