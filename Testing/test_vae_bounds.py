@@ -1,6 +1,6 @@
 """The ideal linear codec that `bench/vae_bounds.py` measures the demo VAE against keeps exactly the band it
-claims: what lies inside the band passes unchanged, what lies outside is gone, and it keeps 1/16 of the
-coefficients of a 128^3 volume, MAISI's compression."""
+claims: what lies inside the band passes unchanged, what lies outside is gone, and of a 128^3 volume it keeps
+51^3 coefficients, 6.3 %: the whole frequencies nearest MAISI's compression of 1/16."""
 
 from __future__ import annotations
 

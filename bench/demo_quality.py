@@ -48,12 +48,15 @@ class HeldOut:
     region: str
 
 
-def held_out_phantom(index: int, size=(128, 128, 128), spacing=(3.0, 3.0, 3.0), region: str | None = None) -> HeldOut:
+def held_out_phantom(index: int, size=(128, 128, 128), spacing=(3.0, 3.0, 3.0), region: str | None = None,
+                     noise_hu: float | None = None) -> HeldOut:
+    """`noise_hu`: the CT's noise (None: the phantom's default)."""
     from MAISIEngine.phantom import make_phantom
 
     seed = HELD_OUT_SEED + index
     region = region or REGIONS[index % len(REGIONS)]
-    phantom = make_phantom(size=tuple(size), spacing=tuple(spacing), region=region, seed=seed)
+    noise = {} if noise_hu is None else {"noise_hu": noise_hu}
+    phantom = make_phantom(size=tuple(size), spacing=tuple(spacing), region=region, seed=seed, **noise)
     return HeldOut(np.asarray(phantom.labels), np.asarray(phantom.ct, np.float32), dict(phantom.nominal_hu),
                    np.asarray(phantom.affine), seed, region)
 
