@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from MAISIEngine.errors import CancelledError, MaisiError
+from MAISIEngine.io.privacy import describe_source
 from MAISIEngine.jobs import DownloadJob, GenerateJob, InpaintJob, PhantomJob, read_job
 
 
@@ -51,7 +52,7 @@ def run_generate(job: GenerateJob) -> dict[str, Any]:
         size = size or template.get("size")
         spacing = spacing or template.get("spacing")
     request = GenerationRequest(
-        model=job.model, mask=mask, mask_source=job.mask or "phantom template",
+        model=job.model, mask=mask, mask_source=describe_source(job.mask, "phantom template"),
         size=tuple(size) if size else None, spacing=tuple(spacing) if spacing else None,
         region=parse_regions(region), seed=int(seed), steps=job.steps, guidance_scale=job.guidance_scale,
         device=job.device, precision=job.precision, quality_retries=job.quality_retries,
