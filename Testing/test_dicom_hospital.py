@@ -117,7 +117,8 @@ def centroid(mask: np.ndarray) -> np.ndarray:
 
 def test_first_ct_slice_of_a_ras_label_map_faces_as_a_scanner_writes(ras_export):
     first = pydicom.dcmread(ras_export["result"].ct_files[0])
-    assert [float(v) for v in first.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+    assert first.data_element("ImageOrientationPatient").value == ["1", "0", "0", "0", "1", "0"]
+    assert b"1\\0\\0\\0\\1\\0" in ras_export["result"].ct_files[0].read_bytes()
     z = [float(pydicom.dcmread(p).ImagePositionPatient[2]) for p in ras_export["result"].ct_files]
     assert np.all(np.diff(z) == pytest.approx(12.0))  # instance 1 at the feet, one slice thickness apart
 

@@ -1,0 +1,138 @@
+"""File > Send to PACS: the shown CT and its labels, exported as DICOM CT + SEG and pushed to a PACS.
+
+Two ways, as `maisi export-dicom` offers them: DICOM C-STORE to `AE@HOST:PORT`, or DICOMweb STOW-RS
+to a service root with an optional bearer token read from a file. The export goes to a temporary
+folder that is removed after sending; the PACS's answer for every instance is listed in the dialog.
+Re-sending the same generation lands in its existing study unless "New study" is ticked.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from PyQt5 import QtCore, QtWidgets
+
+from MAISIEngine.errors import MaisiError
+from MAISIDesktop.dialogs import show_error
+
+DICOM_MODE, DICOMWEB_MODE = "DICOM (C-STORE)", "DICOMweb (STOW-RS)"
+
+
+class PacsDialog(QtWidgets.QDialog):
+    """Where to send, a Send button, and one row per instance with the PACS's status."""
+
+    def __init__(self, window: Any) -> None:
+        super().__init__(window)
+        self.window_ = window
+        self.results: list[Any] = []
+        self.setObjectName("pacsDialog")
+        self.setWindowTitle("Send to PACS")
+        self.mode = QtWidgets.QComboBox()
+        self.mode.addItems([DICOM_MODE, DICOMWEB_MODE])
+        self.destination = QtWidgets.QLineEdit()
+        self.destination.setPlaceholderText("AE@HOST:PORT, e.g. ORTHANC@pacs.example.org:4242")
+        self.calling_ae = QtWidgets.QLineEdit("MAISISYNTH")
+        self.url = QtWidgets.QLineEdit()
+        self.url.setPlaceholderText("https://pacs.example.org/dicom-web")
+        self.token_file = QtWidgets.QLineEdit()
+        self.token_file.setPlaceholderText("optional: file holding a bearer token")
+        browse = QtWidgets.QPushButton("Browse...")
+        browse.clicked.connect(self._ask_token_file)
+        token_row = QtWidgets.QHBoxLayout()
+        token_row.addWidget(self.token_file)
+        token_row.addWidget(browse)
+        self.new_study = QtWidgets.QCheckBox("New study (default: the generation's own study)")
+        self.send_button = QtWidgets.QPushButton("Send")
+        self.send_button.setObjectName("pacsSend")
+        self.send_button.clicked.connect(self.send)
+        self.summary = QtWidgets.QLabel("")
+        self.table = QtWidgets.QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["File", "Outcome", "Status"])
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
+
+        form = QtWidgets.QFormLayout()
+        form.addRow("Protocol", self.mode)
+        form.addRow("Destination", self.destination)
+        form.addRow("Calling AE title", self.calling_ae)
+        form.addRow("DICOMweb URL", self.url)
+        form.addRow("Token file", token_row)
+        form.addRow("", self.new_study)
+        buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.Close)
+        buttons.rejected.connect(self.reject)
+        buttons.addButton(self.send_button, QtWidgets.QDialogButtonBox.ActionRole)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.table)
+        layout.addWidget(buttons)
+        self.mode.currentTextChanged.connect(self._sync_mode)
+        self._sync_mode()
+        self.resize(620, 480)
+
+    def _sync_mode(self) -> None:
+        dicom = self.mode.currentText() == DICOM_MODE
+        for widget in (self.destination, self.calling_ae):
+            widget.setEnabled(dicom)
+        for widget in (self.url, self.token_file):
+            widget.setEnabled(not dicom)
+
+    def _ask_token_file(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Bearer token file")
+        if path:
+            self.token_file.setText(path)
+
+    def send(self) -> list[Any]:
+        """Export to a temporary folder and send; errors become one dialog, never a traceback."""
+        try:
+            self.results = self._send()
+        except MaisiError as exc:
+            self.summary.setText(f"Not sent: {exc.message}")
+            self.error_dialog = show_error(self, exc.message, exc.hint, title="Send to PACS")
+            return []
+        failed = sum(not r.ok for r in self.results)
+        self.summary.setText(f"{len(self.results) - failed} of {len(self.results)} instances stored"
+                             + (f"; {failed} refused" if failed else ""))
+        return self.results
+
+    def _send(self) -> list[Any]:
+        from MAISIEngine.io.dicom import export_dicom
+        from MAISIEngine.io.dicom.send import parse_destination, read_token, send_cstore, send_stow
+
+        study = getattr(self.window_, "study", None)
+        if study is None or study.ct is None:
+            raise MaisiError("there is no CT to send", "generate or open a CT first")
+        dicom = self.mode.currentText() == DICOM_MODE
+        destination = parse_destination(self.destination.text()) if dicom else None
+        token = None if dicom else read_token(Path(self.token_file.text()) if self.token_file.text().strip() else None)
+        self.table.setRowCount(0)
+        QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.WaitCursor)
+        try:
+            with tempfile.TemporaryDirectory(prefix="maisi-pacs-") as folder:
+                result = export_dicom(study.ct, study.labels, Path(folder) / "dicom", provenance=study.provenance,
+                                      affine=study.affine, new_study=self.new_study.isChecked())
+                files = result.ct_files + ([result.seg_file] if result.seg_file else [])
+                if dicom:
+                    return send_cstore(files, destination, self.calling_ae.text().strip() or "MAISISYNTH",
+                                       progress=self._add_row)
+                return send_stow(files, self.url.text().strip(), token, progress=self._add_row)
+        finally:
+            QtWidgets.QApplication.restoreOverrideCursor()
+
+    def _add_row(self, item: Any) -> None:
+        row = self.table.rowCount()
+        self.table.insertRow(row)
+        for column, text in enumerate((item.file, item.outcome, item.status)):
+            self.table.setItem(row, column, QtWidgets.QTableWidgetItem(text))
+        QtWidgets.QApplication.processEvents(QtCore.QEventLoop.ExcludeUserInputEvents)
+
+
+def open_pacs_dialog(window: Any) -> PacsDialog:
+    """The File menu's hook: a non-blocking Send to PACS dialog for the window's study."""
+    dialog = PacsDialog(window)
+    dialog.setAttribute(QtCore.Qt.WA_DeleteOnClose)
+    dialog.show()
+    window.pacs_dialog = dialog
+    return dialog
