@@ -75,6 +75,9 @@ def test_no_input_folder_user_or_host_name_reaches_any_output(tiny_model_dir, tm
     assert main(["export-dicom", str(out / "image.nii.gz"), str(out / "labels.nii.gz"), "-o", str(out / "again"),
                  "--provenance", str(tmp_path / "old_provenance.json")]) == 0
     capsys.readouterr()
+    # Exported again from its own provenance.json, the generation keeps the study it was written with.
+    assert main(["export-dicom", str(out / "image.nii.gz"), str(out / "labels.nii.gz"), "-o", str(tmp_path / "re")]) == 0
+    assert json.loads(capsys.readouterr().out)["study_uid"] == pydicom.dcmread(out / "dicom" / "SEG.dcm").StudyInstanceUID
     files = every_output_byte(out)
     assert sum(p.suffix == ".dcm" for p, _ in files) == 2 * (32 + 1)
     assert {p.name for p, _ in files} >= {"image.nii.gz", "labels.nii.gz", "provenance.json", "SEG.dcm"}
