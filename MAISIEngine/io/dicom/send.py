@@ -94,7 +94,6 @@ def send_cstore(files: Sequence[Path], destination: Destination, calling_ae: str
                 timeout_s: float = 30.0, progress: Progress | None = None) -> list[InstanceStatus]:
     """C-STORE every file over one association; one status per file, in file order."""
     from pynetdicom import AE
-    from pynetdicom.sop_class import uid_to_sop_class  # noqa: F401  (registers the storage classes)
 
     loaded = _load(files)
     ae = AE(ae_title=calling_ae)
