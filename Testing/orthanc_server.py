@@ -106,3 +106,54 @@ def running_orthanc(folder: Path) -> Iterator[Orthanc]:
             process.kill()
             process.wait()
         log.close()
+
+
+@dataclass
+class TokenGate:
+    url: str
+    seen: list[str]
+
+
+@contextmanager
+def bearer_token_gate(target: str, token: str) -> Iterator[TokenGate]:
+    """A real HTTP proxy on 127.0.0.1 that forwards to `target` only with `Authorization: Bearer <token>`.
+
+    Orthanc itself knows only HTTP Basic users; hospital DICOMweb gateways commonly want a bearer token.
+    Yields the proxy's base URL and the Authorization header of every request it received.
+    """
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Gate(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            length = int(self.headers.get("Content-Length", 0) or 0)
+            body = self.rfile.read(length) if length else None
+            if self.headers.get("Authorization") != f"Bearer {token}":
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
+            answer = requests.request(self.command, target + self.path, data=body, headers=headers, timeout=60)
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", answer.headers.get("Content-Type", "application/octet-stream"))
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = _forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    seen: list[str] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gate)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield TokenGate(f"http://127.0.0.1:{server.server_address[1]}", seen)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

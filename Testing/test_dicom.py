@@ -16,11 +16,11 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from nibabel import orientations
 from scipy.spatial.transform import Rotation
 
 hd = pytest.importorskip("highdicom")
 
+from dicom_fixtures import export_order, on_source_grid  # noqa: E402
 from MAISIEngine import __version__  # noqa: E402
 from MAISIEngine.cli import main  # noqa: E402
 from MAISIEngine.errors import MaisiError  # noqa: E402
@@ -90,27 +90,6 @@ def exported(request, tmp_path_factory):
     stored_image, stored_affine = export_order(image, affine)
     return {"name": request.param, "affine": affine, "image": image, "labels": labels, "result": result, "out": out,
             "stored_image": stored_image, "stored_labels": export_order(labels, affine)[0], "stored_affine": stored_affine}
-
-
-def export_order(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The voxel order an export stores (i -> left, j -> posterior, k -> head), computed with nibabel."""
-    transform = orientations.ornt_transform(orientations.io_orientation(affine), orientations.axcodes2ornt("LPS"))
-    return (orientations.apply_orientation(array, transform),
-            affine @ orientations.inv_ornt_aff(transform, array.shape))
-
-
-def on_source_grid(read: tuple[np.ndarray, np.ndarray], source_affine: np.ndarray) -> np.ndarray:
-    """A read-back (array, affine) put on the source grid; asserts both grids hold the same world points."""
-    array, affine = read
-    voxel_map = np.linalg.inv(affine) @ source_affine  # source voxel -> read voxel
-    rounded = np.round(voxel_map)
-    np.testing.assert_allclose(voxel_map[:3], rounded[:3], atol=1e-3)
-    assert sorted(np.abs(rounded[:3, :3]).sum(axis=0)) == [1, 1, 1]
-    assert np.abs(affine @ rounded - source_affine).max() < 2e-4
-    shape = np.abs(rounded[:3, :3]).T @ np.array(array.shape)
-    t = np.indices(tuple(int(v) for v in shape)).reshape(3, -1)
-    ijk = (rounded[:3, :3] @ t + rounded[:3, 3:]).astype(int)
-    return array[ijk[0], ijk[1], ijk[2]].reshape(tuple(int(v) for v in shape))
 
 
 def dciodvfy_lines(path: Path) -> list[str]:

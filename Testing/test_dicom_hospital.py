@@ -25,6 +25,7 @@ from scipy.spatial.transform import Rotation
 hd = pytest.importorskip("highdicom")
 
 from conftest import block_mask  # noqa: E402
+from dicom_fixtures import on_source_grid  # noqa: E402
 from MAISIEngine.cli import main  # noqa: E402
 from MAISIEngine.io.dicom import export_dicom  # noqa: E402
 from MAISIEngine.io.nifti import Volume  # noqa: E402
@@ -201,3 +202,22 @@ def test_text_outside_latin1_is_written_as_utf8(tmp_path):
         assert "李-ct".encode() in path.read_bytes()
         assert not [line for line in dciodvfy(path) if "Error" in line]
     assert "李-ct" in pydicom.dcmread(result.ct_files[0]).StudyDescription
+
+
+# --- other readers see the source geometry -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(not shutil.which("dcm2niix"), reason="dcm2niix is needed")
+def test_dcm2niix_and_highdicom_read_back_the_source_geometry(ras_export, tmp_path):
+    result, labels, affine = ras_export["result"], ras_export["labels"], ras_export["affine"]
+    run = subprocess.run(["dcm2niix", "-z", "n", "-f", "%s", "-o", str(tmp_path), str(result.out_dir)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    nii = nib.load(tmp_path / "1.nii")
+    ct = np.asarray(nii.dataobj).astype(np.int32)
+    np.testing.assert_array_equal(on_source_grid((ct, nii.affine), affine), labels.astype(np.int32) * 10 - 1000)
+    volume = hd.seg.segread(result.seg_file).get_volume(combine_segments=True, relabel=False)
+    numbers = {n: label_id for n, label_id in enumerate(sorted(int(v) for v in np.unique(labels) if v), start=1)}
+    ids = np.vectorize(lambda n: numbers.get(int(n), 0))(volume.array).astype(np.uint8)
+    ras_affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ volume.affine  # highdicom's affine is in LPS
+    np.testing.assert_array_equal(on_source_grid((ids, ras_affine), affine), labels)

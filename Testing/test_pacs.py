@@ -16,11 +16,12 @@ import pytest
 pytest.importorskip("pynetdicom")
 pytest.importorskip("dicomweb_client")
 
-from orthanc_server import AE_TITLE, orthanc_available, running_orthanc  # noqa: E402
+from orthanc_server import AE_TITLE, bearer_token_gate, orthanc_available, running_orthanc  # noqa: E402
 from pynetdicom import AE  # noqa: E402
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # noqa: E402
 
 from MAISIEngine.cli import main  # noqa: E402
+from MAISIEngine.io.dicom.send import parse_destination  # noqa: E402
 from MAISIEngine.phantom import make_phantom  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not orthanc_available(), reason="Debian packages orthanc and orthanc-dicomweb are needed")
@@ -142,3 +143,24 @@ def test_wrong_called_ae_and_bad_destinations_get_one_clear_message(orthanc, gen
     code = main(export_args(generation, tmp_path / "out2") + ["--stow", orthanc.url + "/no-such-root"])
     err = capsys.readouterr().err
     assert code == 2 and "HTTP 404" in err
+
+
+def test_stow_sends_the_token_from_the_file_and_a_wrong_token_is_one_clear_error(orthanc, generation, tmp_path, capsys):
+    orthanc.clear()
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    with bearer_token_gate(orthanc.url, "s3cret-token") as gate:
+        code = main(export_args(generation, tmp_path / "out") + ["--stow", gate.url + "/dicom-web", "--token-file", str(token)])
+        assert code == 0, capsys.readouterr().err
+        assert gate.seen == ["Bearer s3cret-token"] * 2  # 33 = 32 + 1
+        assert orthanc.get("/statistics")["CountInstances"] == 33
+        token.write_text("expired\n")
+        code = main(export_args(generation, tmp_path / "again") + ["--stow", gate.url + "/dicom-web", "--token-file", str(token)])
+        err = capsys.readouterr().err
+        assert code == 2 and "answered HTTP 401" in err and "check the token file" in err and "expired" not in err
+
+
+def test_destinations_parse_as_written():
+    assert str(parse_destination("PACS@[fd00::5]:104")) == "PACS@[fd00::5]:104"
+    assert parse_destination(" ORTHANC@pacs.example.org:4242 ").host == "pacs.example.org"
+    assert parse_destination("ORTHANC@10.0.0.7:11112").port == 11112
