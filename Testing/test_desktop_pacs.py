@@ -62,6 +62,13 @@ def test_send_to_pacs_over_dicom_and_dicomweb(window, orthanc, qtbot, tmp_path):
     assert {r.outcome for r in dialog.results} == {"success"} and len(dialog.results) == 17
     stats = orthanc.get("/statistics")
     assert (stats["CountStudies"], stats["CountSeries"], stats["CountInstances"]) == (1, 4, 34)
+    # The next dialog starts where this one left off (the token file's path, not the token).
+    dialog.close()
+    again = open_dialog_from_the_menu(window)
+    assert (again.mode.currentText(), again.url.text(), again.token_file.text()) == (
+        "DICOMweb (STOW-RS)", orthanc.dicomweb, str(tmp_path / "token"))
+    assert again.destination.text() == orthanc.destination
+    assert "secret" not in (tmp_path / "maisi-desktop.ini").read_text()
 
 
 def test_a_bad_destination_shows_one_error_and_sends_nothing(window, orthanc, qtbot, tmp_path):

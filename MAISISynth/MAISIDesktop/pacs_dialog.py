@@ -3,7 +3,8 @@
 Two ways, as `maisi export-dicom` offers them: DICOM C-STORE to `AE@HOST:PORT`, or DICOMweb STOW-RS
 to a service root with an optional bearer token read from a file. The export goes to a temporary
 folder that is removed after sending; the PACS's answer for every instance is listed in the dialog.
-Re-sending the same generation lands in its existing study unless "New study" is ticked.
+Re-sending the same generation lands in its existing study unless "New study" is ticked. The
+destination, URL and token file's path (never the token) are kept in the app's settings under `pacs/`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from MAISIEngine.errors import MaisiError
 from MAISIDesktop.dialogs import show_error
 
 DICOM_MODE, DICOMWEB_MODE = "DICOM (C-STORE)", "DICOMweb (STOW-RS)"
+REMEMBERED = ("mode", "destination", "calling_ae", "url", "token_file")
 
 
 class PacsDialog(QtWidgets.QDialog):
@@ -69,8 +71,34 @@ class PacsDialog(QtWidgets.QDialog):
         layout.addWidget(self.table)
         layout.addWidget(buttons)
         self.mode.currentTextChanged.connect(self._sync_mode)
+        self._restore()
         self._sync_mode()
         self.resize(620, 480)
+
+    def _settings(self) -> QtCore.QSettings | None:
+        return getattr(self.window_, "settings", None)
+
+    def _restore(self) -> None:
+        settings = self._settings()
+        if settings is None:
+            return
+        for key in REMEMBERED:
+            value = settings.value(f"pacs/{key}")
+            if not value:
+                continue
+            if key == "mode":
+                self.mode.setCurrentText(str(value))
+            else:
+                getattr(self, key).setText(str(value))
+
+    def _remember(self) -> None:
+        settings = self._settings()
+        if settings is None:
+            return
+        for key in REMEMBERED:
+            widget = getattr(self, key)
+            settings.setValue(f"pacs/{key}", widget.currentText() if key == "mode" else widget.text())
+        settings.sync()
 
     def _sync_mode(self) -> None:
         dicom = self.mode.currentText() == DICOM_MODE
@@ -92,6 +120,7 @@ class PacsDialog(QtWidgets.QDialog):
             self.summary.setText(f"Not sent: {exc.message}")
             self.error_dialog = show_error(self, exc.message, exc.hint, title="Send to PACS")
             return []
+        self._remember()
         failed = sum(not r.ok for r in self.results)
         self.summary.setText(f"{len(self.results) - failed} of {len(self.results)} instances stored"
                              + (f"; {failed} refused" if failed else ""))
