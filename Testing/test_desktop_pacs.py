@@ -11,7 +11,7 @@ pytest.importorskip("pynetdicom")
 from PyQt5 import QtCore, QtWidgets  # noqa: E402
 
 from desktop_fixtures import open_main_window, torso_ct, torso_labels, write_nifti  # noqa: E402
-from orthanc_server import orthanc_available, running_orthanc  # noqa: E402
+from orthanc_server import free_port, orthanc_available, running_orthanc  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not orthanc_available(), reason="Debian packages orthanc and orthanc-dicomweb are needed")
 
@@ -36,6 +36,12 @@ def open_dialog_from_the_menu(window):
     return dialog
 
 
+def send_and_wait(dialog, qtbot) -> None:
+    qtbot.mouseClick(dialog.send_button, QtCore.Qt.LeftButton)
+    assert dialog.is_sending() and dialog.summary.text() == "Sending..."  # the window is not blocked
+    qtbot.waitUntil(lambda: not dialog.is_sending(), timeout=120_000)
+
+
 def test_send_to_pacs_over_dicom_and_dicomweb(window, orthanc, qtbot, tmp_path):
     orthanc.clear()
     labels = torso_labels((24, 24, 16))
@@ -43,7 +49,7 @@ def test_send_to_pacs_over_dicom_and_dicomweb(window, orthanc, qtbot, tmp_path):
                                write_nifti(tmp_path / "labels.nii.gz", labels))
     dialog = open_dialog_from_the_menu(window)
     dialog.destination.setText(orthanc.destination)
-    qtbot.mouseClick(dialog.send_button, QtCore.Qt.LeftButton)
+    send_and_wait(dialog, qtbot)
     assert [r.status for r in dialog.results] == ["0x0000"] * 17
     assert dialog.table.rowCount() == 17 and dialog.table.item(16, 0).text() == "SEG.dcm"
     assert dialog.summary.text() == "17 of 17 instances stored"
@@ -58,7 +64,7 @@ def test_send_to_pacs_over_dicom_and_dicomweb(window, orthanc, qtbot, tmp_path):
     (tmp_path / "token").write_text("secret\n")
     dialog.url.setText(orthanc.dicomweb)
     dialog.token_file.setText(str(tmp_path / "token"))
-    qtbot.mouseClick(dialog.send_button, QtCore.Qt.LeftButton)
+    send_and_wait(dialog, qtbot)
     assert {r.outcome for r in dialog.results} == {"success"} and len(dialog.results) == 17
     stats = orthanc.get("/statistics")
     assert (stats["CountStudies"], stats["CountSeries"], stats["CountInstances"]) == (1, 4, 34)
@@ -85,4 +91,8 @@ def test_a_bad_destination_shows_one_error_and_sends_nothing(window, orthanc, qt
     assert "is not a DICOM destination" in dialog.error_dialog.text()
     assert isinstance(dialog.error_dialog, QtWidgets.QMessageBox) and dialog.results == []
     assert orthanc.get("/statistics")["CountInstances"] == 0
+    dialog.error_dialog.close()
+    dialog.destination.setText(f"ORTHANC@127.0.0.1:{free_port()}")  # nobody listens there
+    send_and_wait(dialog, qtbot)
+    assert dialog.error_dialog.text().startswith("Cannot open a DICOM association with ORTHANC@127.0.0.1")
     assert dialog.summary.text().startswith("Not sent:")

@@ -2,7 +2,8 @@
 
 Two ways, as `maisi export-dicom` offers them: DICOM C-STORE to `AE@HOST:PORT`, or DICOMweb STOW-RS
 to a service root with an optional bearer token read from a file. The export goes to a temporary
-folder that is removed after sending; the PACS's answer for every instance is listed in the dialog.
+folder that is removed after sending, both in a background thread; the PACS's answer for every
+instance is listed in the dialog as it comes.
 Re-sending the same generation lands in its existing study unless "New study" is ticked. The
 destination, URL and token file's path (never the token) are kept in the app's settings under `pacs/`.
 """
@@ -10,8 +11,11 @@ destination, URL and token file's path (never the token) are kept in the app's s
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from PyQt5 import QtCore, QtWidgets
 
@@ -112,21 +116,36 @@ class PacsDialog(QtWidgets.QDialog):
         if path:
             self.token_file.setText(path)
 
-    def send(self) -> list[Any]:
-        """Export to a temporary folder and send; errors become one dialog, never a traceback."""
-        try:
-            self.results = self._send()
-        except MaisiError as exc:
-            self.summary.setText(f"Not sent: {exc.message}")
-            self.error_dialog = show_error(self, exc.message, exc.hint, title="Send to PACS")
-            return []
-        self._remember()
-        failed = sum(not r.ok for r in self.results)
-        self.summary.setText(f"{len(self.results) - failed} of {len(self.results)} instances stored"
-                             + (f"; {failed} refused" if failed else ""))
-        return self.results
+    def send(self) -> None:
+        """Check the form, then export and send in a background thread (the window stays responsive).
 
-    def _send(self) -> list[Any]:
+        Problems found before sending, and any failure of the send itself, become one error dialog.
+        """
+        try:
+            job = self._prepare()
+        except MaisiError as exc:
+            self._fail(exc.message, exc.hint)
+            return
+        self.results = []
+        self.table.setRowCount(0)
+        self.send_button.setEnabled(False)
+        self.summary.setText("Sending...")
+        self._thread = QtCore.QThread(self)
+        self._worker = _SendWorker(job)
+        self._worker.moveToThread(self._thread)
+        self._thread.started.connect(self._worker.run)
+        self._worker.instance.connect(self._add_row)
+        self._worker.done.connect(self._done)
+        self._worker.failed.connect(self._fail)
+        for signal in (self._worker.done, self._worker.failed):
+            signal.connect(self._thread.quit)
+        self._thread.start()
+
+    def is_sending(self) -> bool:
+        return not self.send_button.isEnabled()
+
+    def _prepare(self) -> Callable[[Callable[[Any], None]], list[Any]]:
+        """Validate the form now; return the export-and-send job for the worker thread."""
         from MAISIEngine.io.dicom import export_dicom
         from MAISIEngine.io.dicom.send import parse_destination, read_token, send_cstore, send_stow
 
@@ -135,27 +154,73 @@ class PacsDialog(QtWidgets.QDialog):
             raise MaisiError("there is no CT to send", "generate or open a CT first")
         dicom = self.mode.currentText() == DICOM_MODE
         destination = parse_destination(self.destination.text()) if dicom else None
+        url = self.url.text().strip()
+        if not dicom and not url:
+            raise MaisiError("no DICOMweb URL was given", "enter the service root, e.g. https://pacs.example.org/dicom-web")
         token = None if dicom else read_token(Path(self.token_file.text()) if self.token_file.text().strip() else None)
-        self.table.setRowCount(0)
-        QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.WaitCursor)
-        try:
+        calling_ae = self.calling_ae.text().strip() or "MAISISYNTH"
+        # Copies: the user may keep painting while the export runs in the other thread.
+        ct, labels = np.array(study.ct), None if study.labels is None else np.array(study.labels)
+        affine, provenance, new_study = np.array(study.affine), dict(study.provenance or {}), self.new_study.isChecked()
+
+        def job(progress: Callable[[Any], None]) -> list[Any]:
             with tempfile.TemporaryDirectory(prefix="maisi-pacs-") as folder:
-                result = export_dicom(study.ct, study.labels, Path(folder) / "dicom", provenance=study.provenance,
-                                      affine=study.affine, new_study=self.new_study.isChecked())
+                result = export_dicom(ct, labels, Path(folder) / "dicom", provenance=provenance, affine=affine,
+                                      new_study=new_study)
                 files = result.ct_files + ([result.seg_file] if result.seg_file else [])
-                if dicom:
-                    return send_cstore(files, destination, self.calling_ae.text().strip() or "MAISISYNTH",
-                                       progress=self._add_row)
-                return send_stow(files, self.url.text().strip(), token, progress=self._add_row)
-        finally:
-            QtWidgets.QApplication.restoreOverrideCursor()
+                if destination is not None:
+                    return send_cstore(files, destination, calling_ae, progress=progress)
+                return send_stow(files, url, token, progress=progress)
+
+        return job
+
+    def _done(self, results: list[Any]) -> None:
+        self.results = list(results)
+        self.send_button.setEnabled(True)
+        self._remember()
+        failed = sum(not r.ok for r in self.results)
+        self.summary.setText(f"{len(self.results) - failed} of {len(self.results)} instances stored"
+                             + (f"; {failed} refused" if failed else ""))
+
+    def _fail(self, message: str, hint: str) -> None:
+        self.send_button.setEnabled(True)
+        self.summary.setText(f"Not sent: {message}")
+        self.error_dialog = show_error(self, message, hint, title="Send to PACS")
 
     def _add_row(self, item: Any) -> None:
         row = self.table.rowCount()
         self.table.insertRow(row)
         for column, text in enumerate((item.file, item.outcome, item.status)):
             self.table.setItem(row, column, QtWidgets.QTableWidgetItem(text))
-        QtWidgets.QApplication.processEvents(QtCore.QEventLoop.ExcludeUserInputEvents)
+
+    def done(self, code: int) -> None:
+        """Closing waits for a send in flight: its thread belongs to this dialog."""
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread.isRunning():
+            thread.wait()
+        super().done(code)
+
+
+class _SendWorker(QtCore.QObject):
+    """Runs one export-and-send job in a QThread and reports through queued signals."""
+
+    instance = QtCore.pyqtSignal(object)
+    done = QtCore.pyqtSignal(object)
+    failed = QtCore.pyqtSignal(str, str)
+
+    def __init__(self, job: Callable[[Callable[[Any], None]], list[Any]]) -> None:
+        super().__init__()
+        self.job = job
+
+    def run(self) -> None:
+        try:
+            results = self.job(self.instance.emit)
+        except MaisiError as exc:
+            self.failed.emit(exc.message, exc.hint)
+        except Exception as exc:  # a network library's own error must not kill the app
+            self.failed.emit(f"sending failed ({exc.__class__.__name__}: {exc})", "check the destination and the network")
+        else:
+            self.done.emit(results)
 
 
 def open_pacs_dialog(window: Any) -> PacsDialog:
