@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from MAISIEngine.errors import CancelledError, MaisiError
-from MAISIEngine.io.privacy import describe_source
+from MAISIEngine.io.privacy import describe_source, scrub
 from MAISIEngine.jobs import DownloadJob, GenerateJob, InpaintJob, PhantomJob, read_job
 
 
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job = read_job(argv[0])
         result = RUNNERS[type(job)](job)
+        if "provenance_data" in result:  # what the server hands to remote clients: no local path or name
+            result["provenance_data"] = scrub(result["provenance_data"])
         emit({"event": "result", **result})
         return 0
     except CancelledError as exc:

@@ -14,6 +14,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -87,6 +88,24 @@ def test_no_input_folder_user_or_host_name_reaches_any_output(tiny_model_dir, tm
             assert needle not in data, (path, needle)
     exported = pydicom.dcmread(out / "again" / "SEG.dcm")
     assert '"mask_source":"file (name withheld)"' in exported[0x0011, 0x1001].value
+
+
+def test_the_worker_reports_provenance_without_the_input_folder(tiny_model_dir, tmp_path):
+    """The worker's result event is what `maisi serve` hands to remote clients."""
+    patient = tmp_path / PATIENT_FOLDER
+    patient.mkdir()
+    mask = patient / "labels.nii.gz"
+    nib.save(nib.Nifti1Image(block_mask((32, 32, 32)), np.diag([2.0, 2.0, 3.0, 1.0])), mask)
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"type": "generate", "model": str(tiny_model_dir), "mask": str(mask), "steps": 2,
+                               "device": "cpu", "output_dir": str(tmp_path / "out")}))
+    run = subprocess.run([sys.executable, "-m", "MAISIEngine.worker", str(job)], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["event"] == "result"
+    assert result["provenance_data"]["mask_source"] == "file sha256:" + hashlib.sha256(mask.read_bytes()).hexdigest()
+    assert PATIENT_FOLDER not in run.stdout
 
 
 def test_scrub_withholds_paths_and_local_names_and_keeps_the_rest():
