@@ -25,6 +25,7 @@ from MAISIEngine import masks as mask_ops
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.atomic import atomic_directory
 from MAISIEngine.io.nifti import Volume, write_volume
+from MAISIEngine.io.privacy import scrub
 from MAISIEngine.models import LoadedModel, load_model, resolve_device, weights_provenance
 from MAISIEngine.presets import Preset, load_preset
 from MAISIEngine.sampling import Conditions, make_scheduler, sample
@@ -100,6 +101,7 @@ def write_outputs(out_dir: str | Path, image: Volume, labels: Volume, provenance
                   output_format: str = "nifti") -> dict[str, str]:
     """Image (int16 HU), labels (uint8 ids) and provenance JSON, all or nothing."""
     out_dir = Path(out_dir)
+    provenance = scrub(provenance)  # no path, user or host name leaves the machine
     if output_format not in ("nifti", "dicom"):
         raise MaisiError(f"unknown output format '{output_format}'", "use nifti or dicom")
     description = f"maisi {provenance.get('model', '')} seed {provenance.get('seed', '')}"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from MAISIEngine.errors import CancelledError, MaisiError
+from MAISIEngine.io.privacy import describe_source, scrub
 from MAISIEngine.jobs import DownloadJob, GenerateJob, InpaintJob, PhantomJob, read_job
 
 
@@ -51,7 +52,7 @@ def run_generate(job: GenerateJob) -> dict[str, Any]:
         size = size or template.get("size")
         spacing = spacing or template.get("spacing")
     request = GenerationRequest(
-        model=job.model, mask=mask, mask_source=job.mask or "phantom template",
+        model=job.model, mask=mask, mask_source=describe_source(job.mask, "phantom template"),
         size=tuple(size) if size else None, spacing=tuple(spacing) if spacing else None,
         region=parse_regions(region), seed=int(seed), steps=job.steps, guidance_scale=job.guidance_scale,
         device=job.device, precision=job.precision, quality_retries=job.quality_retries,
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job = read_job(argv[0])
         result = RUNNERS[type(job)](job)
+        if "provenance_data" in result:  # what the server hands to remote clients: no local path or name
+            result["provenance_data"] = scrub(result["provenance_data"])
         emit({"event": "result", **result})
         return 0
     except CancelledError as exc:

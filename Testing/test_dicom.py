@@ -20,6 +20,7 @@ from scipy.spatial.transform import Rotation
 
 hd = pytest.importorskip("highdicom")
 
+from dicom_fixtures import export_order, on_source_grid  # noqa: E402
 from MAISIEngine import __version__  # noqa: E402
 from MAISIEngine.cli import main  # noqa: E402
 from MAISIEngine.errors import MaisiError  # noqa: E402
@@ -86,7 +87,9 @@ def exported(request, tmp_path_factory):
     image, labels = make_image(), make_labels()
     out = tmp_path_factory.mktemp(request.param) / "dicom"
     result = export_dicom(Volume(image, affine), labels, out, provenance=PROVENANCE)
-    return {"name": request.param, "affine": affine, "image": image, "labels": labels, "result": result, "out": out}
+    stored_image, stored_affine = export_order(image, affine)
+    return {"name": request.param, "affine": affine, "image": image, "labels": labels, "result": result, "out": out,
+            "stored_image": stored_image, "stored_labels": export_order(labels, affine)[0], "stored_affine": stored_affine}
 
 
 def dciodvfy_lines(path: Path) -> list[str]:
@@ -117,7 +120,7 @@ def test_dciodvfy_reports_no_errors_for_every_ct_slice_and_the_seg(exported):
 
 
 def test_ct_slices_carry_geometry_and_int16_pixels(exported):
-    affine, image = exported["affine"], exported["image"]
+    affine, image = exported["stored_affine"], exported["stored_image"]
     lps = np.diag([-1, -1, 1, 1]) @ affine
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     for k, path in enumerate(exported["result"].ct_files):
@@ -164,7 +167,7 @@ def test_highdicom_reads_segment_masks_equal_to_the_label_map(exported):
         description = seg.get_segment_description(number)
         assert description.segment_label == name_of(label_id)
         mask = seg.get_pixels_by_source_instance(ct_uids, segment_numbers=[number])[..., 0]
-        np.testing.assert_array_equal(mask.transpose(2, 1, 0), exported["labels"] == label_id)
+        np.testing.assert_array_equal(mask.transpose(2, 1, 0), exported["stored_labels"] == label_id)
 
 
 def test_seg_segments_carry_the_maisi_terminology_and_colours(exported):
@@ -243,15 +246,21 @@ def all_uids(files: list[Path]) -> list[str]:
     return uids
 
 
-def test_no_uid_repeats_across_two_exports_of_one_volume(tmp_path):
+def test_a_reexport_keeps_its_study_and_frame_and_renews_everything_else(tmp_path):
     image, labels = make_image(), make_labels()
     first = export_dicom(Volume(image, axial_affine()), labels, tmp_path / "a", provenance=PROVENANCE)
     second = export_dicom(Volume(image, axial_affine()), labels, tmp_path / "b", provenance=PROVENANCE)
     uids_a = set(all_uids(first.ct_files + [first.seg_file]))
     uids_b = set(all_uids(second.ct_files + [second.seg_file]))
-    assert not uids_a & uids_b
+    assert uids_a & uids_b == {first.study_uid, first.frame_of_reference_uid}
+    assert second.study_uid == first.study_uid and first.study_uid.startswith("2.25.")
     assert len(uids_a) == SHAPE[2] + 1 + 2 + 1 + 1  # SOPs, 2 series, study, frame of reference
     assert first.patient_id == second.patient_id  # same provenance, same synthetic patient
+    other = export_dicom(Volume(image, axial_affine()), labels, tmp_path / "c", provenance={**PROVENANCE, "seed": 6})
+    assert other.study_uid != first.study_uid  # another generation, another study
+    fresh = export_dicom(Volume(image, axial_affine()), labels, tmp_path / "d", provenance=PROVENANCE, new_study=True)
+    assert not set(all_uids(fresh.ct_files + [fresh.seg_file])) & uids_a
+    assert fresh.patient_id == first.patient_id
 
 
 # --- reading back ----------------------------------------------------------------------------------------
@@ -260,16 +269,18 @@ def test_no_uid_repeats_across_two_exports_of_one_volume(tmp_path):
 def test_read_dicom_ct_returns_our_array_and_affine(exported):
     array, affine = read_dicom_ct(exported["out"])
     assert array.dtype == np.int16
-    np.testing.assert_array_equal(array, exported["image"])
-    np.testing.assert_allclose(affine, exported["affine"], atol=2e-4)
+    np.testing.assert_array_equal(array, exported["stored_image"])
+    np.testing.assert_allclose(affine, exported["stored_affine"], atol=2e-4)
+    np.testing.assert_array_equal(on_source_grid((array, affine), exported["affine"]), exported["image"])
 
 
 def test_read_dicom_mask_round_trip_from_folder_and_from_seg_file(exported):
     for source in (exported["out"], exported["result"].seg_file):
         labels, affine = read_dicom_mask(source)
         assert labels.dtype == np.uint8
-        np.testing.assert_array_equal(labels, exported["labels"])
-        np.testing.assert_allclose(affine, exported["affine"], atol=2e-4)
+        np.testing.assert_array_equal(labels, exported["stored_labels"])
+        np.testing.assert_allclose(affine, exported["stored_affine"], atol=2e-4)
+        np.testing.assert_array_equal(on_source_grid((labels, affine), exported["affine"]), exported["labels"])
 
 
 @pytest.mark.parametrize("flip_k", [False, True])
@@ -284,14 +295,10 @@ def test_left_handed_and_single_slice_grids_round_trip(tmp_path, flip_k):
         export_dicom(Volume(image, affine), label_map, out)
         array, ct_affine = read_dicom_ct(out)
         read, seg_affine = read_dicom_mask(out)
-        np.testing.assert_array_equal(array, image)
-        np.testing.assert_array_equal(read, label_map)
-        for read_affine in (ct_affine, seg_affine):
-            if shape[2] == 1:  # one slice has no stacking direction: DICOM's normal (row x column) is taken
-                np.testing.assert_allclose(read_affine[:, [0, 1, 3]], affine[:, [0, 1, 3]], atol=2e-4)
-                np.testing.assert_allclose(read_affine[:3, 2], [0, 0, -1.25], atol=1e-9)  # (-x) x y = -z
-            else:
-                np.testing.assert_allclose(read_affine, affine, atol=2e-4)
+        np.testing.assert_array_equal(on_source_grid((array, ct_affine), affine), image)
+        np.testing.assert_array_equal(on_source_grid((read, seg_affine), affine), label_map)
+        if shape[2] == 1:  # one slice has no stacking direction: DICOM's normal (row x column) is taken
+            np.testing.assert_allclose(ct_affine[:3, 2], [0, 0, 1.25], atol=1e-9)  # L x P = S
 
 
 def test_read_dicom_mask_of_a_lone_seg_uses_its_own_frames(tmp_path):
@@ -303,8 +310,10 @@ def test_read_dicom_mask_of_a_lone_seg_uses_its_own_frames(tmp_path):
     alone.mkdir()
     shutil.copy(result.seg_file, alone / "labels.dcm")
     read, affine = read_dicom_mask(alone / "labels.dcm")
-    np.testing.assert_array_equal(read, labels[:, :, 4:9])
-    shifted = oblique_affine() @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1.0]])
+    stored, stored_affine = export_order(labels, oblique_affine())
+    filled = [k for k in range(stored.shape[2]) if stored[:, :, k].any()]
+    np.testing.assert_array_equal(read, stored[:, :, filled[0]:filled[-1] + 1])
+    shifted = stored_affine @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, filled[0]], [0, 0, 0, 1.0]])
     np.testing.assert_allclose(affine, shifted, atol=2e-4)
 
 
@@ -317,7 +326,7 @@ def test_segments_named_otherwise_map_to_maisi_ids_by_their_codes(exported, tmp_
             item.SegmentLabel = "Segment_" + str(item.SegmentNumber)
     seg.save_as(folder / "SEG.dcm")
     labels, _ = read_dicom_mask(folder)
-    np.testing.assert_array_equal(labels, exported["labels"])
+    np.testing.assert_array_equal(labels, exported["stored_labels"])
     # A rib's codes (Rib + Left) fit twelve MAISI labels: without its name it cannot be placed.
     for item in seg.SegmentSequence:
         if item.SegmentLabel == "left rib 3":
@@ -375,11 +384,10 @@ def test_hu_range_beyond_int16_is_refused_and_the_widest_range_round_trips(tmp_p
         export_dicom(Volume(image, axial_affine()), None, tmp_path / "too_wide")
     image[1, 0, 0] = 31743.0  # exactly int16's span above the usual intercept
     export_dicom(Volume(image, axial_affine()), None, tmp_path / "widest")
-    array, _ = read_dicom_ct(tmp_path / "widest")
-    np.testing.assert_array_equal(array, image)
+    np.testing.assert_array_equal(on_source_grid(read_dicom_ct(tmp_path / "widest"), axial_affine()), image)
     shifted = make_image() - 3000  # below -1024: the intercept follows the minimum
     export_dicom(Volume(shifted, axial_affine()), None, tmp_path / "low")
-    np.testing.assert_array_equal(read_dicom_ct(tmp_path / "low")[0], shifted)
+    np.testing.assert_array_equal(on_source_grid(read_dicom_ct(tmp_path / "low"), axial_affine()), shifted)
 
 
 def test_nan_and_sheared_images_are_refused(tmp_path):
@@ -403,7 +411,7 @@ def test_a_folder_with_another_series_is_refused_unless_overwrite(tmp_path):
     second = export_dicom(Volume(make_image(1), axial_affine()), None, out, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == sorted([p.name for p in second.ct_files] + ["notes.txt"])
     assert {pydicom.dcmread(p).SeriesInstanceUID for p in second.ct_files} == {second.series_uid} != {first.series_uid}
-    np.testing.assert_array_equal(read_dicom_ct(out)[0], make_image(1))
+    np.testing.assert_array_equal(on_source_grid(read_dicom_ct(out), axial_affine()), make_image(1))
     assert (out / "notes.txt").read_text() == "kept"
 
 
@@ -437,7 +445,7 @@ def test_a_failed_write_leaves_no_partial_export_and_keeps_the_old_one(tmp_path,
     assert not (tmp_path / "fresh").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dicom"]  # no staging folders left
     assert sorted(out.iterdir()) == sorted(old.ct_files + [old.seg_file])
-    np.testing.assert_array_equal(read_dicom_ct(out)[0], make_image())
+    np.testing.assert_array_equal(on_source_grid(read_dicom_ct(out), axial_affine()), make_image())
 
 
 # --- terminology ------------------------------------------------------------------------------------------
@@ -510,7 +518,7 @@ def test_cli_export_dicom_refuses_a_second_export_without_overwrite(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: output folder") and "--overwrite" in err[0]
     assert main(args + ["--overwrite"]) == 0
-    np.testing.assert_array_equal(read_dicom_mask(tmp_path / "out")[0], labels)
+    np.testing.assert_array_equal(on_source_grid(read_dicom_mask(tmp_path / "out"), axial_affine()), labels)
 
 
 def test_cli_export_dicom_refuses_labels_on_another_grid(tmp_path, capsys):

@@ -10,7 +10,7 @@ with_tests=0
 
 SYSTEM_PACKAGES=(xvfb xauth libgl1 libgl1-mesa-dri libegl1 libegl-mesa0 libxkbcommon-x11-0 libxcb-icccm4
   libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1
-  libxcb-xfixes0 libfontconfig1 libdbus-1-3 dicom3tools dcmtk dcm2niix)
+  libxcb-xfixes0 libfontconfig1 libdbus-1-3 dicom3tools dcmtk dcm2niix orthanc orthanc-dicomweb)
 
 if [ "$with_tests" = 1 ]; then
   missing=()

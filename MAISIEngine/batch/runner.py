@@ -26,6 +26,7 @@ from MAISIEngine.batch.spec import BatchSpec
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.atomic import write_text_atomic
 from MAISIEngine.io.nifti import Volume, read_volume
+from MAISIEngine.io.privacy import describe_source
 from MAISIEngine.models import LoadedModel, load_model, resolve_device
 from MAISIEngine.pipeline import GenerationRequest, generate, write_outputs
 from MAISIEngine.presets import load_preset
@@ -120,7 +121,7 @@ def _folder_mask(folder: str, position: int) -> tuple[Volume, str]:
     if not files:
         raise MaisiError(f"mask folder {folder} holds no NIfTI files", "put label maps (.nii.gz) with MAISI ids there")
     path = files[position % len(files)]
-    return read_volume(path, what="mask"), str(path)
+    return read_volume(path, what="mask"), describe_source(path)
 
 
 def _database_mask(options: dict[str, Any], spec: BatchSpec, position: int, default_size: tuple[int, ...],

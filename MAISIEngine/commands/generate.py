@@ -9,6 +9,7 @@ from pathlib import Path
 from MAISIEngine.commands.common import (StageBars, add_device_arguments, ensure_writable_dir, parse_memory,
                                          read_mask, warn)
 from MAISIEngine.conditioning import parse_regions
+from MAISIEngine.io.privacy import describe_source
 from MAISIEngine.pipeline import GenerationRequest, generate
 
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     request = GenerationRequest(
         model=args.model,
         mask=read_mask(args.mask) if args.mask else None,
-        mask_source=str(args.mask) if args.mask else "",
+        mask_source=describe_source(args.mask),
         size=tuple(args.size) if args.size else None,
         spacing=tuple(args.spacing) if args.spacing else None,
         region=parse_regions(args.region),

@@ -38,6 +38,7 @@ from MAISIDesktop.overlay import (
     label_lookup_table,
     update_lookup_table,
 )
+from MAISIDesktop.pacs_dialog import open_pacs_dialog
 from MAISIDesktop.paint_panel import PaintPanel
 from MAISIDesktop.slice_view import ORIENTATION_AXIS, SliceView
 from MAISIDesktop.study import Study
@@ -203,6 +204,7 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu.addSeparator()
         self._action(file_menu, "&Export NIfTI (image + labels)...", self._ask_export_nifti, "Ctrl+E")
         self.dicom_action = self._action(file_menu, "Export &DICOM (CT + SEG)...", self._ask_export_dicom)
+        self.pacs_action = self._action(file_menu, "Send to &PACS (CT + SEG)...", lambda: open_pacs_dialog(self))
         self._action(file_menu, "Save &screenshot...", self._ask_screenshot)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.Quit)

@@ -16,7 +16,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMEN
 from MAISIEngine import __version__
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.dicom.geometry import SliceGeometry, ds, ds_list
-from MAISIEngine.io.dicom.identity import SyntheticIdentity
+from MAISIEngine.io.dicom.identity import PATIENT_POSITION, SyntheticIdentity, set_character_set
 
 INT16_MAX = 32767
 DEFAULT_INTERCEPT = -1024
@@ -69,7 +69,6 @@ def ct_slices(hu: np.ndarray, geometry: SliceGeometry, identity: SyntheticIdenti
         sop_uid = generate_uid()
         d = Dataset()
         d.file_meta = _file_meta(sop_uid, CTImageStorage)
-        d.SpecificCharacterSet = "ISO_IR 100"
         d.SOPClassUID = CTImageStorage
         d.SOPInstanceUID = sop_uid
         identity.apply_common(d)
@@ -77,7 +76,7 @@ def ct_slices(hu: np.ndarray, geometry: SliceGeometry, identity: SyntheticIdenti
         d.SeriesInstanceUID = identity.ct_series_uid
         d.SeriesNumber = CT_SERIES_NUMBER
         d.SeriesDescription = identity.series_description("CT")
-        d.PatientPosition = ""
+        d.PatientPosition = PATIENT_POSITION
         d.ImageLaterality = "B"  # a body volume spans both sides; also settles Laterality's condition
         d.InstanceNumber = k + 1
         d.AcquisitionNumber = ""
@@ -107,5 +106,6 @@ def ct_slices(hu: np.ndarray, geometry: SliceGeometry, identity: SyntheticIdenti
         d.WindowWidth = "400"
         d.WindowCenterWidthExplanation = "SOFT TISSUE"
         d.PixelData = np.ascontiguousarray(pixels.values[:, :, k].T).astype("<i2").tobytes()
+        set_character_set(d)
         slices.append(d)
     return slices

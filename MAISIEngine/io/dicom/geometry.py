@@ -25,6 +25,8 @@ def ds(value: float) -> str:
     value = float(value)
     if abs(value) < 1e-12:
         value = 0.0
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))  # "1\\0\\0\\0\\1\\0", as scanners write whole numbers
     return format_number_as_ds(value)
 
 

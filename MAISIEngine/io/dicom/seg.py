@@ -17,7 +17,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 
 from MAISIEngine import __version__
-from MAISIEngine.io.dicom.identity import MANUFACTURER, MODEL_NAME, SyntheticIdentity
+from MAISIEngine.io.dicom.identity import MANUFACTURER, MODEL_NAME, SyntheticIdentity, set_character_set
 from MAISIEngine.io.terminology import Code, terms_of
 from MAISIEngine.labels import color_of
 
@@ -84,4 +84,8 @@ def build_segmentation(ct_slices: Sequence[Dataset], labels: np.ndarray, identit
     )
     seg.SeriesDescription = identity.series_description("SEG")
     identity.apply_markers(seg)  # patient, study and frame of reference come from the CT slices
+    for keyword in ("SeriesDate", "SeriesTime", "BodyPartExamined"):
+        if keyword in ct_slices[0]:
+            setattr(seg, keyword, ct_slices[0].data_element(keyword).value)
+    set_character_set(seg)
     return seg

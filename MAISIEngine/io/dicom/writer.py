@@ -25,6 +25,7 @@ from MAISIEngine.masks import validate_label_ids
 from MAISIEngine.io.dicom.ct import ct_slices
 from MAISIEngine.io.dicom.geometry import slice_geometry
 from MAISIEngine.io.dicom.identity import SyntheticIdentity
+from MAISIEngine.io.dicom.orientation import to_export_order
 from MAISIEngine.io.dicom.seg import build_segmentation
 
 SEG_FILE_NAME = "SEG.dcm"
@@ -140,12 +141,16 @@ def export_dicom(
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
     affine: np.ndarray | None = None,
+    new_study: bool = False,
+    synthetic_data_element: bool = False,
 ) -> ExportResult:
     """Write `image` (HU, (i, j, k), RAS affine) as a synthetic CT series, and `labels` as a DICOM SEG.
 
     `image` is a Volume (`.array`, `.affine`) or an array with `affine=`; `labels` is an (i, j, k) array
     of MAISI ids on the same grid (or a Volume), or None for the CT series alone. Files: one
-    `CT_#####.dcm` per slice and `SEG.dcm`, directly in `out_dir`.
+    `CT_#####.dcm` per slice and `SEG.dcm`, directly in `out_dir`. Voxels are written in the order
+    scanners use (see `orientation`); the Study Instance UID follows the provenance unless `new_study`;
+    `synthetic_data_element` adds SyntheticData = YES (see `identity` for why it is not the default).
     """
     hu, affine = _as_array_and_affine(image, affine)
     if hu.ndim != 3:
@@ -165,9 +170,15 @@ def export_dicom(
         raise MaisiError(f"{out_dir / clashes[0]} already exists and is not a DICOM file",
                          "remove it or choose another output folder")
 
-    geometry = slice_geometry(affine, hu.shape)
     content_hash = hashlib.sha256(np.ascontiguousarray(hu).tobytes()).hexdigest()
-    identity = SyntheticIdentity.create(provenance, content_hash)
+    source_affine = affine
+    hu, affine = to_export_order(hu, source_affine)
+    if label_map is not None:
+        label_map, _ = to_export_order(label_map, source_affine)
+    geometry = slice_geometry(affine, hu.shape)
+    label_ids = set() if label_map is None else {int(v) for v in np.unique(label_map)}
+    identity = SyntheticIdentity.create(provenance, content_hash, label_ids, new_study=new_study,
+                                       synthetic_data_element=synthetic_data_element)
     slices = ct_slices(hu, geometry, identity)
     seg = None
     if label_map is not None and np.any(label_map):
