@@ -50,15 +50,15 @@ def _make_engine_importable() -> None:
 
 _make_engine_importable()
 
+# The boundary (MAISISynthLib/boundary.py): this file and MAISISynthLib import only what Slicer ships and
+# the engine's contract modules. torch, MONAI, nibabel, filelock, tqdm... are imported by the worker
+# process alone, so the panel works in a fresh Slicer before the engine's packages are installed.
 from MAISIEngine import labels as maisi_labels  # noqa: E402
 from MAISIEngine.errors import MaisiError  # noqa: E402
-from MAISIEngine.presets import load_preset  # noqa: E402
-from MAISISynthLib import devices, execution, mrml, params  # noqa: E402
+from MAISISynthLib import devices, execution, mrml, panel, params  # noqa: E402
 from MAISISynthLib.jobs import JobRunner, RunningJob, describe_progress  # noqa: E402
 
-INPUT_TEMPLATE = "Phantom template"
-INPUT_SEGMENTATION = "Segmentation"
-INPUT_LABELMAP = "Label map volume"
+INPUT_TEMPLATE, INPUT_SEGMENTATION, INPUT_LABELMAP = panel.INPUT_KINDS
 EXPORT_NIFTI = "NIfTI"
 EXPORT_DICOM = "DICOM"
 TORCH_REQUIREMENT = ">=2.4"
@@ -239,41 +239,34 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- state shown in the panels ---------------------------------------------------------------
     def updateGui(self, caller=None, event=None) -> None:
+        """Copy the panel state (MAISISynthLib.panel, pure logic) onto the widgets."""
         p = self._parameterNode
         if p is None:
             return
-        kind = p.inputKind
+        state = panel.panel_state(panel.PanelInputs(
+            model=p.model, input_kind=p.inputKind, has_input_segmentation=bool(p.inputSegmentation),
+            has_input_labelmap=bool(p.inputLabelmap), size=p.size, spacing=p.spacing,
+            on_server=p.executionSettings.on_server, busy=self._job is not None,
+            has_tumor_volume=bool(p.tumorVolume), has_tumor_segmentation=bool(p.tumorSegmentation),
+            has_export_volume=bool(p.exportVolume)))
         for widget in (self.ui.inputSegmentationLabel, self.ui.inputSegmentationSelector):
-            widget.visible = kind == INPUT_SEGMENTATION
+            widget.visible = state.show_input_segmentation
         for widget in (self.ui.inputLabelmapLabel, self.ui.inputLabelmapSelector):
-            widget.visible = kind == INPUT_LABELMAP
-        self.ui.fieldOfViewLabel.text = params.field_of_view_text(p.size, p.spacing)
-        check = self.logic.checkSettings(p)
-        if check.errors:
-            self.ui.sizeCheckLabel.text = "\n".join(check.errors)
-            self.ui.sizeCheckLabel.styleSheet = "color: #c62828"
-        else:
-            self.ui.sizeCheckLabel.text = "\n".join(check.warnings)
-            self.ui.sizeCheckLabel.styleSheet = "color: #b26a00"
-        onServer = p.executionSettings.on_server
+            widget.visible = state.show_input_labelmap
+        self.ui.fieldOfViewLabel.text = state.field_of_view
+        self.ui.sizeCheckLabel.text = state.size_check_text
+        self.ui.sizeCheckLabel.styleSheet = "color: #c62828" if state.size_check_is_error else "color: #b26a00"
         for widget in (self.ui.serverUrlLabel, self.ui.serverUrlLineEdit, self.ui.serverTokenFileLabel,
                        self.ui.serverTokenFilePathLineEdit, self.ui.testConnectionButton, self.ui.connectionStatusLabel):
-            widget.enabled = onServer
-        if onServer:
-            weights = params.WeightsSummary(True, False, _("weights on the server"))
-        else:
-            weights = params.weights_summary(p.model)
-        self.ui.weightsStatusLabel.text = weights.text
-        self.ui.downloadWeightsButton.enabled = weights.downloadable and not weights.ready and self._job is None
-        busy = self._job is not None
-        self.ui.editPhantomButton.enabled = not busy
-        inputReady = kind == INPUT_TEMPLATE or (kind == INPUT_SEGMENTATION and p.inputSegmentation) or (
-            kind == INPUT_LABELMAP and p.inputLabelmap)
-        self.ui.generateButton.enabled = not busy and bool(inputReady) and check.ok
-        self.ui.generateButton.toolTip = check.text() or _("Generate a synthetic CT from the label map")
-        self.ui.addTumorButton.enabled = bool(p.tumorSegmentation)
-        self.ui.inpaintButton.enabled = not busy and bool(p.tumorVolume and p.tumorSegmentation)
-        self.ui.exportButton.enabled = bool(p.exportVolume) and not busy
+            widget.enabled = state.server_widgets_enabled
+        self.ui.weightsStatusLabel.text = state.weights.text
+        self.ui.downloadWeightsButton.enabled = state.download_enabled
+        self.ui.editPhantomButton.enabled = state.edit_phantom_enabled
+        self.ui.generateButton.enabled = state.generate_enabled
+        self.ui.generateButton.toolTip = state.generate_tooltip
+        self.ui.addTumorButton.enabled = state.add_tumor_enabled
+        self.ui.inpaintButton.enabled = state.inpaint_enabled
+        self.ui.exportButton.enabled = state.export_enabled
         if self._jobButton is not None:
             self._jobButton.enabled = True  # it is the Cancel button while its job runs
 
@@ -598,11 +591,7 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def checkSettings(p: MAISISynthParameterNode) -> params.SettingsCheck:
-        try:
-            preset = load_preset(p.model)
-        except MaisiError as exc:
-            return params.SettingsCheck(errors=[exc.one_line()])
-        return params.check_size_and_spacing(preset, p.size, p.spacing)
+        return panel.check_settings(p.model, p.size, p.spacing)
 
     def generateJob(self, p: MAISISynthParameterNode, workdir: Path) -> dict:
         """The worker's job for the current settings; the input label map is written into `workdir`."""
