@@ -55,7 +55,7 @@ _make_engine_importable()
 # process alone, so the panel works in a fresh Slicer before the engine's packages are installed.
 from MAISIEngine import labels as maisi_labels  # noqa: E402
 from MAISIEngine.errors import MaisiError  # noqa: E402
-from MAISISynthLib import devices, execution, mrml, panel, params  # noqa: E402
+from MAISISynthLib import devices, editing, execution, mrml, panel, params  # noqa: E402
 from MAISISynthLib.jobs import JobRunner, RunningJob, describe_progress  # noqa: E402
 
 INPUT_TEMPLATE, INPUT_SEGMENTATION, INPUT_LABELMAP = panel.INPUT_KINDS
@@ -160,6 +160,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._jobContext: dict[str, Any] = {}
         self._jobStarted = 0.0
         self._lastVolume = None
+        self._editorNode = None
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.timeout.connect(self.onPollJob)
@@ -190,7 +191,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.serverTokenFilePathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable
 
         self.ui.segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
-        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
+        self._observeEditorNode()
         self.ui.progressBar.setRange(0, 1000)
         self.ui.gpuMemoryLabel.text = devices.describe_gpu_memory(devices.gpu_memory())
         self.initializeParameterNode()
@@ -218,11 +219,43 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
 
     def onSceneStartClose(self, caller, event) -> None:
+        """A job's result would land in the next scene, beside nothing: stop the job quietly."""
+        if self._job is not None:
+            job, kind = self._job, self._jobKind
+            try:
+                job.cancel()
+            except OSError as exc:  # a server job whose server cannot be reached any more
+                logging.warning("MAISISynth: could not stop the job on the server: %s", exc)
+            self.ui.logTextEdit.appendPlainText(_("--- {kind} stopped: the scene was closed").format(kind=kind))
+            self.ui.statusLabel.text = _("Stopped: the scene was closed")
+            self._finishJob()
+        if self._editorNode is not None:
+            self.removeObserver(self._editorNode, vtk.vtkCommand.ModifiedEvent, self.onEditorNodeModified)
+            self._editorNode = None
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
+        self._observeEditorNode()
         if self.parent.isEntered:
             self.initializeParameterNode()
+
+    def _observeEditorNode(self) -> None:
+        """Give the embedded editor the module's editor node (the user's defaults) and follow its selectors."""
+        node = self.logic.segmentEditorNode()
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(node)
+        if node is not self._editorNode:
+            if self._editorNode is not None:
+                self.removeObserver(self._editorNode, vtk.vtkCommand.ModifiedEvent, self.onEditorNodeModified)
+            self._editorNode = node
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onEditorNodeModified)
+
+    def onEditorNodeModified(self, caller=None, event=None) -> None:
+        """Nodes chosen in the embedded editor's own selectors become the module's tumor nodes."""
+        p = self._parameterNode
+        if p is None or self._editorNode is None:
+            return
+        for name, node in editing.editor_selection_changes(self._editorNode, p.tumorSegmentation, p.tumorVolume).items():
+            setattr(p, name, node)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -273,6 +306,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onTumorNodesChanged(self, node=None) -> None:
         """The embedded Segment Editor edits the chosen segmentation over the chosen CT."""
         self.ui.segmentEditorWidget.setSegmentationNode(self.ui.tumorSegmentationSelector.currentNode())
+        self.ui.show3DButton.setSegmentationNode(self.ui.tumorSegmentationSelector.currentNode())
         self.ui.segmentEditorWidget.setSourceVolumeNode(self.ui.tumorVolumeSelector.currentNode())
 
     def onDice(self) -> None:
@@ -339,6 +373,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             nodes = self.logic.loadGenerationResult(result)
             self._lastVolume = nodes.volume
             self.logic.showResult(nodes, volumeRendering=self._parameterNode.volumeRendering)
+            self.ui.show3DButton.setSegmentationNode(nodes.segmentation)
             self._parameterNode.exportVolume = nodes.volume
             self._parameterNode.exportSegmentation = nodes.segmentation
             self._parameterNode.tumorVolume = nodes.volume
@@ -348,8 +383,14 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             phantomCt = mrml.read_volume_file(result["ct"], name="MAISI phantom CT (procedural)")
             self._useAsInput(segmentation, phantomCt)
         elif kind == "inpaint":
-            nodes = self.logic.loadInpaintResult(result, context["sourceVolume"])
+            source = context.get("sourceVolume")
+            if source is not None and source.GetScene() is not None:
+                nodes = self.logic.loadInpaintResult(result, source)
+            else:  # the CT was deleted while the job ran: the result still loads, in its own study
+                nodes = self.logic.loadGenerationResult(result)
+            self._lastVolume = nodes.volume
             self.logic.showResult(nodes, volumeRendering=self._parameterNode.volumeRendering)
+            self.ui.show3DButton.setSegmentationNode(nodes.segmentation)
             self._parameterNode.exportVolume = nodes.volume
             self._parameterNode.exportSegmentation = nodes.segmentation
         elif kind == "download":
@@ -446,6 +487,8 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             editor.setSegmentationNode(p.tumorSegmentation)
             editor.setSourceVolumeNode(p.tumorVolume)
             editor.setCurrentSegmentID(segmentId)
+            # Overwrite none: the tumor is painted over its organ, which keeps every voxel (MAISISynthLib.editing).
+            editing.prepare_tumor_painting(self.logic.segmentEditorNode(), p.tumorSegmentation, p.tumorVolume, segmentId)
             editor.setActiveEffectByName("Paint")
 
     def onInpaint(self) -> None:
@@ -637,15 +680,13 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
     # -- results -------------------------------------------------------------------------------------------
     @staticmethod
     def loadGenerationResult(result: dict) -> mrml.GenerationNodes:
-        return mrml.load_generation_result(result)
+        """CT and segmentation under a new synthetic study; 3D surfaces wait for the "Show 3D" button."""
+        return mrml.load_generation_result(result, surfaces=False)
 
     @staticmethod
     def loadInpaintResult(result: dict, sourceVolume) -> mrml.GenerationNodes:
-        """The inpainted CT as a new volume beside its source (which is never modified)."""
-        nodes = mrml.load_generation_result(result)
-        nodes.volume.SetName(f"{sourceVolume.GetName()} inpainted seed {nodes.volume.GetAttribute('MAISI.seed')}")
-        nodes.volume.SetAttribute("MAISI.inpaintedFrom", sourceVolume.GetID())
-        return nodes
+        """The inpainted CT as a new volume beside its source, in its study (the source is never modified)."""
+        return mrml.load_inpaint_result(result, sourceVolume, surfaces=False)
 
     def showResult(self, nodes: mrml.GenerationNodes, volumeRendering: bool = False) -> None:
         """Four-up layout: the CT with its segments in the slice views, 3D surfaces, optional rendering."""
@@ -674,12 +715,8 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def segmentEditorNode():
-        node = slicer.mrmlScene.GetSingletonNode("MAISISynth", "vtkMRMLSegmentEditorNode")
-        if node is None:
-            node = slicer.vtkMRMLSegmentEditorNode()
-            node.SetSingletonTag("MAISISynth")
-            node = slicer.mrmlScene.AddNode(node)
-        return node
+        """The module's own editor node, made with CreateNodeByClass so the user's defaults apply."""
+        return editing.segment_editor_node(slicer.mrmlScene)
 
     # -- DICOM export (needs the application's DICOM module) ---------------------------------------------
     def exportDicom(self, volume, segmentation, directory: Path) -> list[Path]:

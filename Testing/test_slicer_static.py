@@ -25,7 +25,7 @@ LIB_FILES = sorted((MODULE_DIR / "MAISISynthLib").glob("*.py"))
 STAND_IN_CLASSES = {
     "qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QWidget", "ctkCollapsibleGroupBox": "QGroupBox",
     "qMRMLNodeComboBox": "QWidget", "qMRMLSegmentEditorWidget": "QWidget", "ctkDirectoryButton": "QWidget",
-    "ctkPathLineEdit": "QWidget",
+    "ctkPathLineEdit": "QWidget", "qMRMLSegmentationShow3DButton": "QToolButton",
 }
 """Slicer/CTK widget classes the .ui uses; Qt's loader gets stand-ins for them (CTK is not installed here)."""
 
@@ -90,6 +90,7 @@ def test_ui_is_valid_qt_designer_xml():
     declared = {c.findtext("class") for c in root.find("customwidgets")}
     qt_classes = {"QLabel", "QComboBox", "QPushButton", "QSpinBox", "QDoubleSpinBox", "QCheckBox", "QProgressBar",
                   "QPlainTextEdit", "QLineEdit"}
+    assert declared >= {"qMRMLSegmentationShow3DButton"}
     for widget in root.iter("widget"):
         assert widget.get("class") in declared | qt_classes, widget.get("class")
     # Form rows are unique per layout and every layout item holds exactly one thing.
@@ -108,7 +109,9 @@ def test_every_mrml_widget_receives_the_scene():
         if c.findtext("sender") == "MAISISynth" and c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
         and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
     }
-    mrml_widgets = {n for n, w in ui_widgets().items() if w.get("class").startswith("qMRML") and n != "MAISISynth"}
+    # The Show 3D button takes its segmentation node from the code, not the scene.
+    mrml_widgets = {n for n, w in ui_widgets().items() if w.get("class").startswith("qMRML") and n != "MAISISynth"
+                    and w.get("class") != "qMRMLSegmentationShow3DButton"}
     assert mrml_widgets and receivers == mrml_widgets
 
 

@@ -24,6 +24,7 @@ from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.atomic import atomic_path
 
+from . import editing
 from .geometry import affine_from_ijk_to_ras, compose, ijk_to_ras_from_affine
 
 PATIENT_NAME = "SYNTHETIC^MAISI"
@@ -469,7 +470,11 @@ def segment_mask_to_file(segmentation_node: Any, segment_id: str, reference_volu
 
 def write_inpaint_inputs(volume_node: Any, segmentation_node: Any, tumor_type: str, folder: str | Path,
                          scene: Any | None = None) -> dict[str, Path]:
-    """The files of an inpaint job, all on the CT's grid: image, labels without the tumor, tumor mask."""
+    """The files of an inpaint job, all on the CT's grid: image, labels without the tumor, tumor mask.
+
+    Under the tumor the labels hold the organ that was there (`editing.fill_under_tumor`), also where
+    a Paint stroke in Slicer's default overwrite mode erased it from the organ's segment.
+    """
     scene = _scene(scene)
     key = tumor_type.strip().lower()
     if key not in maisi_labels.TUMOR_TYPES:
@@ -482,16 +487,17 @@ def write_inpaint_inputs(volume_node: Any, segmentation_node: Any, tumor_type: s
         raise MaisiError(f"the segmentation has no '{maisi_labels.name_of(wanted)}' segment",
                          "click 'Add tumor segment' and paint the tumor")
     folder = Path(folder)
+    tumor_path = segment_mask_to_file(segmentation_node, tumors[0], volume_node, folder / "tumor.nii.gz", scene=scene)
+    tumor = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, tumors[0], volume_node).astype(bool)
     labelmap = segmentation_to_labelmap(segmentation_node, volume_node, exclude_segment_ids=tuple(tumors), scene=scene)
     try:
+        values = slicer.util.arrayFromVolume(labelmap)
+        values[...] = editing.fill_under_tumor(values, tumor)
+        slicer.util.arrayFromVolumeModified(labelmap)
         labels = write_volume_file(labelmap, folder / "labels.nii.gz")
     finally:
         _remove_with_display(labelmap)
-    return {
-        "image": write_volume_file(volume_node, folder / "image.nii.gz"),
-        "labels": labels,
-        "tumor": segment_mask_to_file(segmentation_node, tumors[0], volume_node, folder / "tumor.nii.gz", scene=scene),
-    }
+    return {"image": write_volume_file(volume_node, folder / "image.nii.gz"), "labels": labels, "tumor": tumor_path}
 
 
 def body_outline_segmentation(
@@ -612,8 +618,14 @@ def place_in_study(node: Any, study_item: int, scene: Any | None = None) -> None
         sh.CreateItem(study_item, node)
 
 
-def load_generation_result(result: dict[str, Any], scene: Any | None = None) -> GenerationNodes:
-    """Load a worker result (image, labels, provenance) as CT + segmentation under a new synthetic study."""
+def load_generation_result(result: dict[str, Any], scene: Any | None = None, study_item: int | None = None,
+                           surfaces: bool = True) -> GenerationNodes:
+    """Load a worker result (image, labels, provenance) as CT + segmentation under a new synthetic study.
+
+    `study_item` puts them in an existing study instead. `surfaces=False` leaves the closed surfaces
+    to be built when the user asks (the "Show 3D" button): with 100+ segments at 512^3 building them
+    takes long, on the GUI thread.
+    """
     scene = _scene(scene)
     provenance = dict(result.get("provenance_data") or {})
     if not provenance and result.get("provenance") and Path(result["provenance"]).is_file():
@@ -627,7 +639,8 @@ def load_generation_result(result: dict[str, Any], scene: Any | None = None) -> 
         scene.RemoveNode(volume)
         raise
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-    segmentation.CreateClosedSurfaceRepresentation()
+    if surfaces:
+        segmentation.CreateClosedSurfaceRepresentation()
     segmentation.GetDisplayNode().SetVisibility3D(True)
     show_as_ct(volume)
     attributes = provenance_attributes(provenance)
@@ -636,10 +649,38 @@ def load_generation_result(result: dict[str, Any], scene: Any | None = None) -> 
         for key, value in attributes.items():
             node.SetAttribute(key, value)
     segmentation.SetNodeReferenceID("referenceImageGeometryRef", volume.GetID())
-    study = new_synthetic_study(seed, model, scene)
+    study = study_item if study_item else new_synthetic_study(seed, model, scene)
     place_in_study(volume, study, scene)
     place_in_study(segmentation, study, scene)
-    return GenerationNodes(volume, segmentation, study, synthetic_patient_item(scene))
+    sh = subject_hierarchy(scene)
+    return GenerationNodes(volume, segmentation, study, sh.GetItemParent(study))
+
+
+def study_of(node: Any, scene: Any | None = None) -> int | None:
+    """The subject-hierarchy study a node sits in (its parent, or grandparent under a folder), else None."""
+    sh = subject_hierarchy(scene)
+    item = sh.GetItemParent(sh.GetItemByDataNode(node)) if sh.GetItemByDataNode(node) else 0
+    study_level = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelStudy()
+    while item and item != sh.GetSceneItemID():
+        if sh.GetItemLevel(item) == study_level:
+            return item
+        item = sh.GetItemParent(item)
+    return None
+
+
+def load_inpaint_result(result: dict[str, Any], source_volume: Any, scene: Any | None = None,
+                        surfaces: bool = True) -> GenerationNodes:
+    """The inpainted CT as a new volume beside its source, in the source's study (the source is never modified).
+
+    A source outside any study (a file loaded by hand) gets a new synthetic study, as a generation does.
+    """
+    nodes = load_generation_result(result, scene, study_item=study_of(source_volume, scene), surfaces=surfaces)
+    seed = nodes.volume.GetAttribute(ATTRIBUTE_PREFIX + "seed")
+    nodes.volume.SetName(f"{source_volume.GetName()} inpainted seed {seed}")
+    nodes.segmentation.SetName(f"{source_volume.GetName()} inpainted seed {seed} labels")
+    for node in (nodes.volume, nodes.segmentation):
+        node.SetAttribute(ATTRIBUTE_PREFIX + "inpaintedFrom", source_volume.GetID())
+    return nodes
 
 
 # ---------------------------------------------------------------------------------------------------
