@@ -778,10 +778,8 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
                 if error:
                     raise MaisiError(_("DICOM SEG export failed: {error}").format(error=error),
                                      _("check that every segment has a terminology"))
-            finally:
-                slicer.mrmlScene.RemoveNode(referenceVolume)
-                if export is not None:
-                    slicer.mrmlScene.RemoveNode(export)
+            finally:  # the read-back series' patient and study items go too
+                mrml.remove_nodes_and_empty_parents([export, referenceVolume])
         return written + sorted(segDirectory.rglob("*.dcm"))
 
     @staticmethod

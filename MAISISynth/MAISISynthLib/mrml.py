@@ -745,3 +745,38 @@ def labelmap_volume_file(labelmap_node: Any, folder: str | Path) -> Path:
         )
     return write_volume_file(labelmap_node, Path(folder) / "input_labels.nii.gz")
 
+
+
+def remove_nodes_and_empty_parents(nodes: list[Any], scene: Any | None = None) -> None:
+    """Remove temporary nodes, then every folder, study or patient item they leave empty.
+
+    Reading an exported series back (DICOM SEG must reference its instances) makes a patient and a
+    study item for it; removing only the volume would leave them in the Data module.
+    """
+    scene = _scene(scene)
+    sh = subject_hierarchy(scene)
+    parents: list[int] = []
+    for node in nodes:
+        if node is None or node.GetScene() is None:
+            continue
+        item = sh.GetItemByDataNode(node)
+        parent = sh.GetItemParent(item) if item else 0
+        while parent and parent != sh.GetSceneItemID():
+            if parent not in parents:
+                parents.append(parent)
+            parent = sh.GetItemParent(parent)
+        if item:
+            sh.RemoveItem(item, False, False)  # the node's own item, whether or not a plugin removes it
+        _remove_with_display(node)
+    # Innermost first (a study is emptied before its patient is looked at); an item holding a node stays.
+    for item in sorted(parents, key=lambda i: -_depth(sh, i)):
+        if sh.GetItemDataNode(item) is None and sh.GetNumberOfItemChildren(item) == 0:
+            sh.RemoveItem(item)
+
+
+def _depth(sh: Any, item: int) -> int:
+    depth = 0
+    while item and item != sh.GetSceneItemID():
+        item = sh.GetItemParent(item)
+        depth += 1
+    return depth
