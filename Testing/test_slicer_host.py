@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "MAISISynth"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from MAISISynthLib import dependencies, jobs, workdirs  # noqa: E402
 
@@ -162,3 +163,34 @@ def test_stale_job_folders_are_removed_and_recent_or_running_ones_kept(tmp_path)
         os.utime(folder, (week_ago, week_ago))
     removed = workdirs.remove_stale_work_directories(tmp_path, keep={running})
     assert removed == [old] and not old.exists() and running.is_dir() and recent.is_dir()
+
+
+def test_results_read_from_a_job_folder_do_not_refer_to_it(tmp_path):
+    """The folder is removed after the job: the node must hold its data, with no storage node pointing there."""
+    slicer = pytest.importorskip("slicer")
+    import numpy as np
+
+    from slicer_fixtures import SlicerScene
+
+    from MAISISynthLib import mrml
+
+    env = SlicerScene(tmp_path / "cache")
+    saved = getattr(slicer, "mrmlScene", None), getattr(slicer, "modules", None)
+    slicer.mrmlScene, slicer.modules = env.scene, env.modules_namespace()
+    try:
+        workdir = workdirs.new_work_directory(tmp_path, "generate")
+        data = (np.arange(5 * 6 * 7).reshape(5, 6, 7) - 100).astype(np.int16)
+        source = mrml.volume_from_array(data, np.diag([2.0, 2.0, 3.0, 1.0]), "source")
+        path = mrml.write_volume_file(source, workdir / "image.nii.gz")
+        node = mrml.read_volume_file(path, "result")
+        assert workdirs.remove_work_directory(workdir, tmp_path)
+        assert node.GetStorageNode() is None
+        storages = env.scene.GetNodesByClass("vtkMRMLStorageNode")
+        assert [storages.GetItemAsObject(i).GetFileName() for i in range(storages.GetNumberOfItems())
+                if storages.GetItemAsObject(i).GetFileName()] == []
+        np.testing.assert_array_equal(mrml.array_ijk(node), data)
+        kept = mrml.read_volume_file(mrml.write_volume_file(source, tmp_path / "kept.nii.gz"), "kept", keep_storage=True)
+        assert kept.GetStorageNode().GetFileName() == str(tmp_path / "kept.nii.gz")
+    finally:
+        env.close()
+        slicer.mrmlScene, slicer.modules = saved

@@ -96,8 +96,14 @@ def array_ijk(volume_node: Any) -> np.ndarray:
 # Files (storage nodes: the same readers and writers the application uses)
 
 
-def read_volume_file(path: str | Path, name: str | None = None, labelmap: bool = False, scene: Any | None = None) -> Any:
-    """Load a NIfTI (or any ITK-readable) volume into a new node; MaisiError if it cannot be read."""
+def read_volume_file(path: str | Path, name: str | None = None, labelmap: bool = False, scene: Any | None = None,
+                     keep_storage: bool = False) -> Any:
+    """Load a NIfTI (or any ITK-readable) volume into a new node; MaisiError if it cannot be read.
+
+    The files read are a job's outputs in a temporary folder that is removed after the job, so by
+    default the node keeps no storage node pointing there: Slicer's Save dialog then writes its data
+    instead of referring to a file that no longer exists.
+    """
     scene = _scene(scene)
     path = Path(path)
     if not path.is_file():
@@ -111,7 +117,10 @@ def read_volume_file(path: str | Path, name: str | None = None, labelmap: bool =
         scene.RemoveNode(node)
         scene.RemoveNode(storage)
         raise MaisiError(f"cannot read {path.name} as a volume", "the file may be damaged; generate it again")
-    node.SetAndObserveStorageNodeID(storage.GetID())
+    if keep_storage:
+        node.SetAndObserveStorageNodeID(storage.GetID())
+    else:
+        scene.RemoveNode(storage)
     node.CreateDefaultDisplayNodes()
     return node
 
