@@ -54,7 +54,8 @@ _make_engine_importable()
 from MAISIEngine import labels as maisi_labels  # noqa: E402
 from MAISIEngine.errors import MaisiError  # noqa: E402
 from MAISISynthLib import (  # noqa: E402
-    dependencies, devices, editing, execution, mrml, panel, params, scene_jobs, selftest, terminology, workdirs)
+    dependencies, devices, dicom_export, editing, execution, mrml, panel, params, scene_jobs, selftest, terminology,
+    workdirs)
 from MAISISynthLib.jobs import JobRunner, RunningJob, describe_progress  # noqa: E402
 
 INPUT_TEMPLATE, INPUT_SEGMENTATION, INPUT_LABELMAP = panel.INPUT_KINDS
@@ -221,6 +222,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._job.cancel()
             except OSError as exc:  # a server job whose server cannot be reached any more
                 logging.warning("MAISISynth: could not stop the job on the server: %s", exc)
+        self._removeJobFiles()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -760,90 +762,10 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
         return editing.segment_editor_node(slicer.mrmlScene)
 
     # -- DICOM export (needs the application's DICOM module) ---------------------------------------------
-    def exportDicom(self, volume, segmentation, directory: Path) -> list[Path]:
+    @staticmethod
+    def exportDicom(volume, segmentation, directory: Path) -> list[Path]:
         """CT series through Slicer's DICOM exporter, then DICOM SEG referencing it, under a synthetic patient."""
-        try:
-            import DICOMScalarVolumePlugin
-            import DICOMSegmentationPlugin
-            from DICOMLib import DICOMUtils
-        except ImportError:
-            raise MaisiError(_("DICOM export needs Slicer's DICOM module"),
-                             _("enable the DICOM module in Application Settings > Modules, or export NIfTI")) from None
-        if volume is None:
-            raise MaisiError(_("no CT volume selected"), _("choose the volume to export"))
-        directory = Path(directory)
-        ctDirectory, segDirectory = directory / "CT", directory / "SEG"
-        sh = mrml.subject_hierarchy()
-        self._placeUnderSyntheticStudy(volume, segmentation)
-        seed, model = volume.GetAttribute("MAISI.seed") or "?", volume.GetAttribute("MAISI.model") or "?"
-        constants = slicer.vtkMRMLSubjectHierarchyConstants
-        exporter = DICOMScalarVolumePlugin.DICOMScalarVolumePluginClass()
-        exportables = exporter.examineForExport(sh.GetItemByDataNode(volume))
-        for exportable in exportables:
-            exportable.directory = str(ctDirectory)
-            exportable.setTag(constants.GetDICOMPatientNameTagName(), mrml.PATIENT_NAME)
-            exportable.setTag(constants.GetDICOMPatientIDTagName(), mrml.PATIENT_ID)
-            exportable.setTag(constants.GetDICOMStudyDescriptionTagName(), sh.GetItemName(sh.GetItemParent(sh.GetItemByDataNode(volume))))
-            exportable.setTag("SeriesDescription", f"SYNTHETIC CT MAISI {model} seed {seed}")
-            exportable.setTag("Manufacturer", "MAISISynth (synthetic image)")
-            exportable.setTag("Model", f"MAISI {model}")
-        ctDirectory.mkdir(parents=True, exist_ok=True)
-        error = exporter.export(exportables)
-        if error:
-            raise MaisiError(_("DICOM export of the CT failed: {error}").format(error=error), _("check the folder"))
-        written = sorted(ctDirectory.rglob("*.dcm"))
-        if segmentation is None:
-            return written
-        # DICOM SEG references the CT instances by UID: load the series just written and refer to it.
-        with DICOMUtils.TemporaryDICOMDatabase() as database:
-            DICOMUtils.importDicom(str(ctDirectory), database)
-            seriesUids = [database.fileValue(str(f), "0020,000E") for f in written[:1]]
-            loaded = DICOMUtils.loadSeriesByUID(seriesUids)
-            referenceVolume = slicer.mrmlScene.GetNodeByID(loaded[0]) if loaded else None
-            if referenceVolume is None:
-                raise MaisiError(_("the exported CT series could not be read back"), _("check the folder"))
-            export = None
-            try:
-                export = self._segmentationForDicom(segmentation, referenceVolume)
-                segItem = sh.GetItemByDataNode(export)
-                sh.SetItemParent(segItem, sh.GetItemParent(sh.GetItemByDataNode(referenceVolume)))
-                sh.SetItemAttribute(segItem, "DICOM.ReferencedInstanceUIDs",
-                                    referenceVolume.GetAttribute("DICOM.instanceUIDs") or "")
-                segExporter = DICOMSegmentationPlugin.DICOMSegmentationPluginClass()
-                segExportables = segExporter.examineForExport(segItem)
-                segDirectory.mkdir(parents=True, exist_ok=True)
-                for exportable in segExportables:
-                    exportable.directory = str(segDirectory)
-                    exportable.setTag("SeriesDescription", f"SYNTHETIC SEG MAISI {model} seed {seed}")
-                error = segExporter.export(segExportables) if segExportables else _("no exportable segmentation")
-                if error:
-                    raise MaisiError(_("DICOM SEG export failed: {error}").format(error=error),
-                                     _("check that every segment has a terminology"))
-            finally:  # the read-back series' patient and study items go too
-                mrml.remove_nodes_and_empty_parents([export, referenceVolume])
-        return written + sorted(segDirectory.rglob("*.dcm"))
-
-    @staticmethod
-    def _segmentationForDicom(segmentation, referenceVolume):
-        """A copy of the segmentation on the geometry of the DICOM-loaded CT (the original stays as it is)."""
-        copy = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", segmentation.GetName())
-        copy.GetSegmentation().DeepCopy(segmentation.GetSegmentation())
-        copy.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolume)
-        copy.SetNodeReferenceID(copy.GetReferenceImageGeometryReferenceRole(), referenceVolume.GetID())
-        return copy
-
-    @staticmethod
-    def _placeUnderSyntheticStudy(volume, segmentation) -> None:
-        """Volumes made elsewhere (e.g. a real CT after inpainting) still export under the synthetic patient."""
-        sh = mrml.subject_hierarchy()
-        parent = sh.GetItemParent(sh.GetItemByDataNode(volume))
-        if sh.GetItemLevel(parent) == "Study" and sh.GetItemAttribute(parent, "MAISI.synthetic") == "true":
-            return
-        study = mrml.new_synthetic_study(volume.GetAttribute("MAISI.seed") or "?",
-                                         volume.GetAttribute("MAISI.model") or "?")
-        mrml.place_in_study(volume, study)
-        if segmentation is not None:
-            mrml.place_in_study(segmentation, study)
+        return dicom_export.export_dicom(volume, segmentation, directory)
 
 
 #

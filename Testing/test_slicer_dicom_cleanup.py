@@ -65,3 +65,30 @@ def test_a_study_that_still_holds_data_is_kept(slicer_scene):
     mrml.remove_nodes_and_empty_parents([temporary])
     assert [name for _, name in items(sh)] == ["SYNTHETIC^MAISI", "Synthetic study seed 2, model demo", "kept"]
     assert slicer.mrmlScene.GetNodeByID(temporary.GetID()) is None
+
+
+def test_a_ct_outside_a_synthetic_study_is_exported_under_one_and_put_back(slicer_scene):
+    """An inpainted real CT sits in its input's study; DICOM export must not make it part of that study."""
+    from MAISISynthLib import dicom_export
+
+    sh = mrml.subject_hierarchy()
+    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Doe^Jane")
+    study = sh.CreateStudyItem(patient, "CT abdomen")
+    ct = mrml.volume_from_array(np.zeros((4, 4, 4), dtype=np.int16), np.eye(4), "CT inpainted seed 3")
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "CT inpainted seed 3 labels")
+    ct.SetAttribute("MAISI.seed", "3")
+    ct.SetAttribute("MAISI.model", "demo")
+    for node in (ct, seg):
+        mrml.place_in_study(node, study)
+    before = items(sh)
+    moved = dicom_export.place_under_synthetic_study(ct, seg)
+    synthetic = sh.GetItemParent(sh.GetItemByDataNode(ct))
+    assert sh.GetItemName(synthetic) == "Synthetic study seed 3, model demo"
+    assert sh.GetItemName(sh.GetItemParent(synthetic)) == "SYNTHETIC^MAISI"
+    assert sh.GetItemParent(sh.GetItemByDataNode(seg)) == synthetic
+    dicom_export.restore_places(moved)
+    assert items(sh) == before  # back in the input's study, and no empty synthetic patient or study
+    # A CT already in a synthetic study stays where it is.
+    generated = mrml.new_synthetic_study(4, "demo")
+    mrml.place_in_study(ct, generated)
+    assert dicom_export.place_under_synthetic_study(ct, None) == []

@@ -25,10 +25,19 @@ from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.atomic import atomic_path
 
 from . import editing
+from .hierarchy import (  # noqa: F401  (part of this module's API)
+    PATIENT_ID,
+    PATIENT_NAME,
+    new_synthetic_study,
+    place_in_study,
+    remove_nodes_and_empty_parents,
+    remove_with_display,
+    study_of,
+    subject_hierarchy,
+    synthetic_patient_item,
+)
 from .geometry import affine_from_ijk_to_ras, compose, ijk_to_ras_from_affine
 
-PATIENT_NAME = "SYNTHETIC^MAISI"
-PATIENT_ID = "MAISI-SYNTHETIC"
 COLOR_TABLE_NAME = "MAISI labels"
 LABEL_ID_TAG = "MAISI.labelId"
 """Segment tag holding the MAISI id, so a renamed segment keeps its label."""
@@ -376,7 +385,7 @@ def segmentation_to_labelmap(
         extent = slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
         logic = slicer.modules.segmentations.logic()
         if not logic.ExportSegmentsToLabelmapNode(segmentation_node, string_ids, labelmap, reference_volume, extent, colors):
-            _remove_with_display(labelmap)
+            remove_with_display(labelmap)
             raise MaisiError(
                 f"could not turn segmentation '{segmentation_node.GetName()}' into a label map",
                 "set its geometry (Segment Editor > Specify geometry) or choose a reference volume",
@@ -433,7 +442,7 @@ def labelmap_file_to_segmentation(path: str | Path, name: str, scene: Any | None
         segmentation = labelmap_to_segmentation(labelmap, name=name, scene=scene)
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(labelmap)
     finally:
-        _remove_with_display(labelmap)
+        remove_with_display(labelmap)
     return segmentation
 
 
@@ -505,7 +514,7 @@ def write_inpaint_inputs(volume_node: Any, segmentation_node: Any, tumor_type: s
         slicer.util.arrayFromVolumeModified(labelmap)
         labels = write_volume_file(labelmap, folder / "labels.nii.gz")
     finally:
-        _remove_with_display(labelmap)
+        remove_with_display(labelmap)
     return {"image": write_volume_file(volume_node, folder / "image.nii.gz"), "labels": labels, "tumor": tumor_path}
 
 
@@ -534,7 +543,7 @@ def body_outline_segmentation(
     try:
         segmentation = labelmap_to_segmentation(labelmap, name=name, scene=scene)
     finally:
-        _remove_with_display(labelmap)
+        remove_with_display(labelmap)
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(grid)
     return segmentation, grid
 
@@ -549,39 +558,6 @@ class GenerationNodes:
     segmentation: Any
     study_item: int
     patient_item: int
-
-
-def subject_hierarchy(scene: Any | None = None) -> Any:
-    return slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(_scene(scene))
-
-
-def synthetic_patient_item(scene: Any | None = None) -> int:
-    """The subject-hierarchy patient that holds every synthetic study (created once)."""
-    sh = subject_hierarchy(scene)
-    patient_level = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelPatient()
-    children = vtk.vtkIdList()
-    sh.GetItemChildren(sh.GetSceneItemID(), children)
-    for index in range(children.GetNumberOfIds()):
-        item = children.GetId(index)
-        if sh.GetItemName(item) == PATIENT_NAME and sh.GetItemLevel(item) == patient_level:
-            return item
-    item = sh.CreateSubjectItem(sh.GetSceneItemID(), PATIENT_NAME)
-    constants = slicer.vtkMRMLSubjectHierarchyConstants
-    sh.SetItemAttribute(item, constants.GetDICOMPatientNameAttributeName(), PATIENT_NAME)
-    sh.SetItemAttribute(item, constants.GetDICOMPatientIDAttributeName(), PATIENT_ID)
-    sh.SetItemAttribute(item, "MAISI.synthetic", "true")
-    return item
-
-
-def new_synthetic_study(seed: int, model: str, scene: Any | None = None) -> int:
-    """A new study under the synthetic patient; every generation gets its own."""
-    sh = subject_hierarchy(scene)
-    patient = synthetic_patient_item(scene)
-    name = f"Synthetic study seed {seed}, model {model}"
-    study = sh.CreateStudyItem(patient, name)
-    sh.SetItemAttribute(study, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMStudyDescriptionAttributeName(), name)
-    sh.SetItemAttribute(study, "MAISI.synthetic", "true")
-    return study
 
 
 def provenance_attributes(provenance: dict[str, Any]) -> dict[str, str]:
@@ -615,16 +591,6 @@ def show_as_ct(volume_node: Any) -> None:
         display.AddWindowLevelPreset(window, level)
     display.SetWindowLevel(*CT_WINDOW_LEVEL)
     volume_node.SetAttribute(ATTRIBUTE_PREFIX + "volumeRenderingPreset", VOLUME_RENDERING_PRESET)
-
-
-def place_in_study(node: Any, study_item: int, scene: Any | None = None) -> None:
-    """Move a node under a study (creating its item where no subject-hierarchy plugin made one)."""
-    sh = subject_hierarchy(scene)
-    item = sh.GetItemByDataNode(node)
-    if item:
-        sh.SetItemParent(item, study_item)
-    else:
-        sh.CreateItem(study_item, node)
 
 
 def load_generation_result(result: dict[str, Any], scene: Any | None = None, study_item: int | None = None,
@@ -665,18 +631,6 @@ def load_generation_result(result: dict[str, Any], scene: Any | None = None, stu
     return GenerationNodes(volume, segmentation, study, sh.GetItemParent(study))
 
 
-def study_of(node: Any, scene: Any | None = None) -> int | None:
-    """The subject-hierarchy study a node sits in (its parent, or grandparent under a folder), else None."""
-    sh = subject_hierarchy(scene)
-    item = sh.GetItemParent(sh.GetItemByDataNode(node)) if sh.GetItemByDataNode(node) else 0
-    study_level = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelStudy()
-    while item and item != sh.GetSceneItemID():
-        if sh.GetItemLevel(item) == study_level:
-            return item
-        item = sh.GetItemParent(item)
-    return None
-
-
 def load_inpaint_result(result: dict[str, Any], source_volume: Any, scene: Any | None = None,
                         surfaces: bool = True) -> GenerationNodes:
     """The inpainted CT as a new volume beside its source, in the source's study (the source is never modified).
@@ -707,7 +661,7 @@ def export_nifti(volume_node: Any, segmentation_node: Any | None, out_dir: str |
         try:
             paths["labels"] = write_volume_file(labelmap, out_dir / f"{stem}_labels.nii.gz")
         finally:
-            _remove_with_display(labelmap)
+            remove_with_display(labelmap)
     provenance = volume_node.GetAttribute(ATTRIBUTE_PREFIX + "provenance")
     if provenance:
         target = out_dir / f"{stem}_provenance.json"
@@ -722,25 +676,13 @@ def _safe_stem(name: str) -> str:
     return cleaned or "maisi"
 
 
-def _remove_with_display(node: Any) -> None:
-    """Remove a temporary node with its display and storage nodes, leaving no orphans in the scene."""
-    scene = node.GetScene()
-    if scene is None:
-        return
-    attached = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())] + [node.GetStorageNode()]
-    scene.RemoveNode(node)
-    for other in attached:
-        if other is not None:
-            scene.RemoveNode(other)
-
-
 def temporary_labelmap_file(segmentation_node: Any, reference_volume: Any | None, folder: str | Path) -> Path:
     """Write a segmentation as the MAISI label map file a generate job reads."""
     labelmap = segmentation_to_labelmap(segmentation_node, reference_volume=reference_volume)
     try:
         return write_volume_file(labelmap, Path(folder) / "input_labels.nii.gz")
     finally:
-        _remove_with_display(labelmap)
+        remove_with_display(labelmap)
 
 
 def labelmap_volume_file(labelmap_node: Any, folder: str | Path) -> Path:
@@ -755,37 +697,3 @@ def labelmap_volume_file(labelmap_node: Any, folder: str | Path) -> Path:
     return write_volume_file(labelmap_node, Path(folder) / "input_labels.nii.gz")
 
 
-
-def remove_nodes_and_empty_parents(nodes: list[Any], scene: Any | None = None) -> None:
-    """Remove temporary nodes, then every folder, study or patient item they leave empty.
-
-    Reading an exported series back (DICOM SEG must reference its instances) makes a patient and a
-    study item for it; removing only the volume would leave them in the Data module.
-    """
-    scene = _scene(scene)
-    sh = subject_hierarchy(scene)
-    parents: list[int] = []
-    for node in nodes:
-        if node is None or node.GetScene() is None:
-            continue
-        item = sh.GetItemByDataNode(node)
-        parent = sh.GetItemParent(item) if item else 0
-        while parent and parent != sh.GetSceneItemID():
-            if parent not in parents:
-                parents.append(parent)
-            parent = sh.GetItemParent(parent)
-        if item:
-            sh.RemoveItem(item, False, False)  # the node's own item, whether or not a plugin removes it
-        _remove_with_display(node)
-    # Innermost first (a study is emptied before its patient is looked at); an item holding a node stays.
-    for item in sorted(parents, key=lambda i: -_depth(sh, i)):
-        if sh.GetItemDataNode(item) is None and sh.GetNumberOfItemChildren(item) == 0:
-            sh.RemoveItem(item)
-
-
-def _depth(sh: Any, item: int) -> int:
-    depth = 0
-    while item and item != sh.GetSceneItemID():
-        item = sh.GetItemParent(item)
-        depth += 1
-    return depth
