@@ -12,6 +12,7 @@ world space. Scene side with slicer-core MRML nodes, model side with the demo mo
 from __future__ import annotations
 
 import sys
+import types
 from pathlib import Path
 
 import nibabel as nib
@@ -23,7 +24,8 @@ from slicer_fixtures import WORKER_ENV, slicer_scene  # noqa: E402,F401  (fixtur
 
 slicer = pytest.importorskip("slicer")
 
-from MAISISynthLib import editing, mrml, params  # noqa: E402
+from MAISISynthLib import editing, mrml, params, scene_jobs  # noqa: E402
+from MAISISynthLib.panel import INPUT_SEGMENTATION  # noqa: E402
 from MAISISynthLib.jobs import JobRunner  # noqa: E402
 
 SIZE, SPACING = (64, 64, 64), (5.0, 5.0, 5.0)
@@ -99,10 +101,18 @@ def _ijk_to_ras(node):
 
 def generate_from_segmentation(segmentation, workdir: Path) -> mrml.GenerationNodes:
     """What Generate does for the 'Segmentation' input (MAISISynthLogic.generateJob), then the result nodes."""
-    mask = mrml.temporary_labelmap_file(segmentation, None, workdir)
-    job = params.generate_job("demo", workdir / "result", mask=mask, size=SIZE, spacing=SPACING, seed=5, steps=2,
-                              device="cpu")
+    job = scene_jobs.generate_job_for(module_settings(inputKind=INPUT_SEGMENTATION, inputSegmentation=segmentation,
+                                                      seed=5), workdir)
     return mrml.load_generation_result(run_job(job, workdir), surfaces=False)
+
+
+def module_settings(**chosen) -> types.SimpleNamespace:
+    """The module's parameters (as its parameter node holds them) for a demo run on the CPU."""
+    values = dict(model="demo", inputKind=INPUT_SEGMENTATION, inputSegmentation=None, inputLabelmap=None,
+                  templateRegion="chest-abdomen", region="auto", size=SIZE, spacing=SPACING, seed=0, steps=2,
+                  device="cpu", tumorVolume=None, tumorSegmentation=None, tumorType="liver")
+    values.update(chosen)
+    return types.SimpleNamespace(**values)
 
 
 @pytest.fixture(scope="module")
@@ -191,9 +201,8 @@ def inpainted(tmp_path_factory, phantom) -> dict:
             ct, segmentation = scene_inputs(ct_array, labels, affine, order)
             ball = paint_tumor(segmentation, ct, centre, phantom["affine"])
             folder = tmp_path_factory.mktemp(f"inpaint-{order}")
-            files = mrml.write_inpaint_inputs(ct, segmentation, "liver", folder)
-            job = params.inpaint_job("demo", folder / "result", image=files["image"], labels=files["labels"],
-                                     tumor=files["tumor"], tumor_type="liver", seed=3, steps=2, device="cpu")
+            job = scene_jobs.inpaint_job_for(module_settings(tumorVolume=ct, tumorSegmentation=segmentation, seed=3),
+                                             folder)
             nodes = mrml.load_inpaint_result(run_job(job, folder), ct, surfaces=False)
             out[order] = {
                 "input_affine": affine, "before": mrml.array_ijk(ct), "ball": ball,
