@@ -2,8 +2,8 @@
 
 `settings` is the module's parameter node, or anything with the same attribute names (model,
 inputKind, inputSegmentation, inputLabelmap, templateRegion, size, spacing, region, seed, steps,
-device; tumorVolume, tumorSegmentation, tumorType): the Slicer logic and the tests build jobs the same
-way. Input files are written into the job's folder.
+device, optionally modality; tumorVolume, tumorSegmentation, tumorType): the Slicer logic and the
+tests build jobs the same way. Input files are written into the job's folder.
 """
 
 from __future__ import annotations
@@ -34,8 +34,14 @@ def generate_job_for(settings: Any, workdir: Path) -> dict[str, Any]:
         settings.model, Path(workdir) / "result", mask=mask,
         template_region=settings.templateRegion if mask is None else None,
         size=settings.size, spacing=settings.spacing, region=settings.region, seed=settings.seed,
-        steps=settings.steps or None, device=settings.device,
+        steps=settings.steps or None, device=settings.device, **_modality(settings),
     )
+
+
+def _modality(settings: Any) -> dict[str, Any]:
+    """The job's modality class when the settings choose one other than CT (the model's default)."""
+    modality = getattr(settings, "modality", None)
+    return {} if modality in (None, "", "ct") else {"modality": modality}
 
 
 def inpaint_job_for(settings: Any, workdir: Path) -> dict[str, Any]:
@@ -45,4 +51,4 @@ def inpaint_job_for(settings: Any, workdir: Path) -> dict[str, Any]:
     files = mrml.write_inpaint_inputs(settings.tumorVolume, settings.tumorSegmentation, settings.tumorType, workdir)
     return params.inpaint_job(settings.model, Path(workdir) / "result", image=files["image"], labels=files["labels"],
                               tumor=files["tumor"], tumor_type=settings.tumorType, seed=settings.seed,
-                              steps=settings.steps or None, device=settings.device)
+                              steps=settings.steps or None, device=settings.device, **_modality(settings))
