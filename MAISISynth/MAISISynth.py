@@ -9,14 +9,12 @@ machine running `maisi serve`, through the same job API.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import shutil
 import sys
-import tempfile
 import time
+import unittest
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -50,19 +48,22 @@ def _make_engine_importable() -> None:
 
 _make_engine_importable()
 
+# The boundary (MAISISynthLib/boundary.py): this file and MAISISynthLib import only what Slicer ships and
+# the engine's contract modules. torch, MONAI, nibabel, filelock, tqdm... are imported by the worker
+# process alone, so the panel works in a fresh Slicer before the engine's packages are installed.
 from MAISIEngine import labels as maisi_labels  # noqa: E402
 from MAISIEngine.errors import MaisiError  # noqa: E402
-from MAISIEngine.presets import load_preset  # noqa: E402
-from MAISISynthLib import devices, execution, mrml, params  # noqa: E402
+from MAISISynthLib import (  # noqa: E402
+    dependencies, devices, dicom_export, editing, execution, mrml, panel, params, scene_jobs, selftest, terminology,
+    workdirs)
 from MAISISynthLib.jobs import JobRunner, RunningJob, describe_progress  # noqa: E402
 
-INPUT_TEMPLATE = "Phantom template"
-INPUT_SEGMENTATION = "Segmentation"
-INPUT_LABELMAP = "Label map volume"
+INPUT_TEMPLATE, INPUT_SEGMENTATION, INPUT_LABELMAP = panel.INPUT_KINDS
 EXPORT_NIFTI = "NIfTI"
 EXPORT_DICOM = "DICOM"
-TORCH_REQUIREMENT = ">=2.4"
+TORCH_REQUIREMENT = dependencies.TORCH_REQUIREMENT
 POLL_INTERVAL_MS = 200
+DOCUMENTATION_URL = "https://github.com/maisisynth/MAISISynth/blob/main/docs/slicer.md"
 
 
 #
@@ -82,11 +83,25 @@ Generate synthetic CT volumes with MAISI from a label map: a phantom template, a
 segments are named after MAISI labels, or a label map volume. Paint tumors and inpaint them; export
 NIfTI or DICOM. Results are synthetic and carry their provenance (seed, model, weight hashes).
 Not for clinical use.
-""")
+""") + _("See the <a href=\"{url}\">documentation</a>: installation, a first-run checklist, every button.").format(
+            url=DOCUMENTATION_URL)
         self.parent.acknowledgementText = _("""
 MAISI (Medical AI for Synthetic Imaging) is by NVIDIA and the MONAI consortium; the networks are
 MONAI's. The official weights are NVIDIA's, under their own licence.
 """)
+        # Once the application has started (all modules loaded): the editor's terminology picker
+        # then offers the MAISI labels with their codes and colours.
+        slicer.app.connect("startupCompleted()", registerMaisiTerminology)
+
+
+def registerMaisiTerminology() -> None:
+    """Load Resources/maisi.term.json into Slicer's terminology logic; a failure is logged, never raised."""
+    try:
+        name = terminology.register_terminology(slicer.modules.terminologies.logic())
+    except (RuntimeError, AttributeError) as exc:
+        logging.warning("MAISISynth: the MAISI terminology was not registered: %s", exc)
+        return
+    logging.info("MAISISynth: terminology '%s' registered", name)
 
 
 #
@@ -114,6 +129,7 @@ class MAISISynthParameterNode:
     steps: Annotated[int, WithinRange(0, 1000)] = 0
     device: Annotated[str, Choice(list(params.DEVICE_CHOICES))] = "auto"
     volumeRendering: bool = False
+    keepJobFiles: bool = False
     tumorVolume: vtkMRMLScalarVolumeNode
     tumorSegmentation: vtkMRMLSegmentationNode
     tumorType: Annotated[str, Choice(list(maisi_labels.TUMOR_TYPES))] = "liver"
@@ -160,6 +176,8 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._jobContext: dict[str, Any] = {}
         self._jobStarted = 0.0
         self._lastVolume = None
+        self._editorNode = None
+        self._jobWorkdir: Path | None = None
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.timeout.connect(self.onPollJob)
@@ -190,8 +208,9 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.serverTokenFilePathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable
 
         self.ui.segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
-        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
+        self._observeEditorNode()
         self.ui.progressBar.setRange(0, 1000)
+        self.logic.removeStaleWorkDirectories()
         self.ui.gpuMemoryLabel.text = devices.describe_gpu_memory(devices.gpu_memory())
         self.initializeParameterNode()
 
@@ -203,6 +222,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._job.cancel()
             except OSError as exc:  # a server job whose server cannot be reached any more
                 logging.warning("MAISISynth: could not stop the job on the server: %s", exc)
+        self._removeJobFiles()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -218,11 +238,44 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGui)
 
     def onSceneStartClose(self, caller, event) -> None:
+        """A job's result would land in the next scene, beside nothing: stop the job quietly."""
+        if self._job is not None:
+            job, kind = self._job, self._jobKind
+            try:
+                job.cancel()
+            except OSError as exc:  # a server job whose server cannot be reached any more
+                logging.warning("MAISISynth: could not stop the job on the server: %s", exc)
+            self.ui.logTextEdit.appendPlainText(_("--- {kind} stopped: the scene was closed").format(kind=kind))
+            self.ui.statusLabel.text = _("Stopped: the scene was closed")
+            self._finishJob()
+            self._removeJobFiles()
+        if self._editorNode is not None:
+            self.removeObserver(self._editorNode, vtk.vtkCommand.ModifiedEvent, self.onEditorNodeModified)
+            self._editorNode = None
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
+        self._observeEditorNode()
         if self.parent.isEntered:
             self.initializeParameterNode()
+
+    def _observeEditorNode(self) -> None:
+        """Give the embedded editor the module's editor node (the user's defaults) and follow its selectors."""
+        node = self.logic.segmentEditorNode()
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(node)
+        if node is not self._editorNode:
+            if self._editorNode is not None:
+                self.removeObserver(self._editorNode, vtk.vtkCommand.ModifiedEvent, self.onEditorNodeModified)
+            self._editorNode = node
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onEditorNodeModified)
+
+    def onEditorNodeModified(self, caller=None, event=None) -> None:
+        """Nodes chosen in the embedded editor's own selectors become the module's tumor nodes."""
+        p = self._parameterNode
+        if p is None or self._editorNode is None:
+            return
+        for name, node in editing.editor_selection_changes(self._editorNode, p.tumorSegmentation, p.tumorVolume).items():
+            setattr(p, name, node)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -239,47 +292,41 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- state shown in the panels ---------------------------------------------------------------
     def updateGui(self, caller=None, event=None) -> None:
+        """Copy the panel state (MAISISynthLib.panel, pure logic) onto the widgets."""
         p = self._parameterNode
         if p is None:
             return
-        kind = p.inputKind
+        state = panel.panel_state(panel.PanelInputs(
+            model=p.model, input_kind=p.inputKind, has_input_segmentation=bool(p.inputSegmentation),
+            has_input_labelmap=bool(p.inputLabelmap), size=p.size, spacing=p.spacing,
+            on_server=p.executionSettings.on_server, busy=self._job is not None,
+            has_tumor_volume=bool(p.tumorVolume), has_tumor_segmentation=bool(p.tumorSegmentation),
+            has_export_volume=bool(p.exportVolume)))
         for widget in (self.ui.inputSegmentationLabel, self.ui.inputSegmentationSelector):
-            widget.visible = kind == INPUT_SEGMENTATION
+            widget.visible = state.show_input_segmentation
         for widget in (self.ui.inputLabelmapLabel, self.ui.inputLabelmapSelector):
-            widget.visible = kind == INPUT_LABELMAP
-        self.ui.fieldOfViewLabel.text = params.field_of_view_text(p.size, p.spacing)
-        check = self.logic.checkSettings(p)
-        if check.errors:
-            self.ui.sizeCheckLabel.text = "\n".join(check.errors)
-            self.ui.sizeCheckLabel.styleSheet = "color: #c62828"
-        else:
-            self.ui.sizeCheckLabel.text = "\n".join(check.warnings)
-            self.ui.sizeCheckLabel.styleSheet = "color: #b26a00"
-        onServer = p.executionSettings.on_server
+            widget.visible = state.show_input_labelmap
+        self.ui.fieldOfViewLabel.text = state.field_of_view
+        self.ui.sizeCheckLabel.text = state.size_check_text
+        self.ui.sizeCheckLabel.styleSheet = "color: #c62828" if state.size_check_is_error else "color: #b26a00"
         for widget in (self.ui.serverUrlLabel, self.ui.serverUrlLineEdit, self.ui.serverTokenFileLabel,
                        self.ui.serverTokenFilePathLineEdit, self.ui.testConnectionButton, self.ui.connectionStatusLabel):
-            widget.enabled = onServer
-        if onServer:
-            weights = params.WeightsSummary(True, False, _("weights on the server"))
-        else:
-            weights = params.weights_summary(p.model)
-        self.ui.weightsStatusLabel.text = weights.text
-        self.ui.downloadWeightsButton.enabled = weights.downloadable and not weights.ready and self._job is None
-        busy = self._job is not None
-        self.ui.editPhantomButton.enabled = not busy
-        inputReady = kind == INPUT_TEMPLATE or (kind == INPUT_SEGMENTATION and p.inputSegmentation) or (
-            kind == INPUT_LABELMAP and p.inputLabelmap)
-        self.ui.generateButton.enabled = not busy and bool(inputReady) and check.ok
-        self.ui.generateButton.toolTip = check.text() or _("Generate a synthetic CT from the label map")
-        self.ui.addTumorButton.enabled = bool(p.tumorSegmentation)
-        self.ui.inpaintButton.enabled = not busy and bool(p.tumorVolume and p.tumorSegmentation)
-        self.ui.exportButton.enabled = bool(p.exportVolume) and not busy
+            widget.enabled = state.server_widgets_enabled
+        self.ui.weightsStatusLabel.text = state.weights.text
+        self.ui.downloadWeightsButton.enabled = state.download_enabled
+        self.ui.editPhantomButton.enabled = state.edit_phantom_enabled
+        self.ui.generateButton.enabled = state.generate_enabled
+        self.ui.generateButton.toolTip = state.generate_tooltip
+        self.ui.addTumorButton.enabled = state.add_tumor_enabled
+        self.ui.inpaintButton.enabled = state.inpaint_enabled
+        self.ui.exportButton.enabled = state.export_enabled
         if self._jobButton is not None:
             self._jobButton.enabled = True  # it is the Cancel button while its job runs
 
     def onTumorNodesChanged(self, node=None) -> None:
         """The embedded Segment Editor edits the chosen segmentation over the chosen CT."""
         self.ui.segmentEditorWidget.setSegmentationNode(self.ui.tumorSegmentationSelector.currentNode())
+        self.ui.show3DButton.setSegmentationNode(self.ui.tumorSegmentationSelector.currentNode())
         self.ui.segmentEditorWidget.setSourceVolumeNode(self.ui.tumorVolumeSelector.currentNode())
 
     def onDice(self) -> None:
@@ -290,6 +337,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = self.logic.startJob(job, workdir, self._parameterNode.executionSettings)
         self._jobStarted = time.monotonic()
         self._jobKind, self._jobButton, self._jobContext = kind, button, dict(context or {})
+        self._jobWorkdir = workdir
         self._jobButtonText = button.text
         self._jobButton.text = _("Cancel")
         self._jobButton.enabled = True
@@ -306,6 +354,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.cancel()
         self.ui.statusLabel.text = _("Cancelled")
         self._finishJob()
+        self._removeJobFiles()
 
     def onPollJob(self) -> None:
         job = self._job
@@ -326,13 +375,16 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         kind, context = self._jobKind, self._jobContext
         self._finishJob()
-        if job.result is not None and job.returncode == 0:
-            self.ui.statusLabel.text = _("Done in {seconds:.0f} s").format(seconds=time.monotonic() - self._jobStarted)
-            with slicer.util.tryWithErrorDisplay(_("Could not load the result."), waitCursor=True):
-                self._onJobResult(kind, job.result, context)
-        elif job.error is not None:
-            self.ui.statusLabel.text = describe_progress(job.error)
-            self.showEngineError(job.error)
+        try:
+            if job.result is not None and job.returncode == 0:
+                self.ui.statusLabel.text = _("Done in {seconds:.0f} s").format(seconds=time.monotonic() - self._jobStarted)
+                with slicer.util.tryWithErrorDisplay(_("Could not load the result."), waitCursor=True):
+                    self._onJobResult(kind, job.result, context)
+            elif job.error is not None:
+                self.ui.statusLabel.text = describe_progress(job.error)
+                self.showEngineError(job.error)
+        finally:
+            self._removeJobFiles()
 
     def _finishJob(self) -> None:
         self._pollTimer.stop()
@@ -341,11 +393,22 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job, self._jobButton, self._jobKind, self._jobContext = None, None, "", {}
         self.updateGui()
 
+    def _removeJobFiles(self) -> None:
+        """The job's folder goes once its results are in the scene, unless the user keeps job files."""
+        workdir, self._jobWorkdir = self._jobWorkdir, None
+        if workdir is None:
+            return
+        if self._parameterNode is not None and self._parameterNode.keepJobFiles:
+            self.ui.logTextEdit.appendPlainText(_("Job files kept in {folder}").format(folder=workdir))
+            return
+        self.logic.removeWorkDirectory(workdir)
+
     def _onJobResult(self, kind: str, result: dict, context: dict) -> None:
         if kind == "generate":
             nodes = self.logic.loadGenerationResult(result)
             self._lastVolume = nodes.volume
             self.logic.showResult(nodes, volumeRendering=self._parameterNode.volumeRendering)
+            self.ui.show3DButton.setSegmentationNode(nodes.segmentation)
             self._parameterNode.exportVolume = nodes.volume
             self._parameterNode.exportSegmentation = nodes.segmentation
             self._parameterNode.tumorVolume = nodes.volume
@@ -355,8 +418,14 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             phantomCt = mrml.read_volume_file(result["ct"], name="MAISI phantom CT (procedural)")
             self._useAsInput(segmentation, phantomCt)
         elif kind == "inpaint":
-            nodes = self.logic.loadInpaintResult(result, context["sourceVolume"])
+            source = context.get("sourceVolume")
+            if source is not None and source.GetScene() is not None:
+                nodes = self.logic.loadInpaintResult(result, source)
+            else:  # the CT was deleted while the job ran: the result still loads, in its own study
+                nodes = self.logic.loadGenerationResult(result)
+            self._lastVolume = nodes.volume
             self.logic.showResult(nodes, volumeRendering=self._parameterNode.volumeRendering)
+            self.ui.show3DButton.setSegmentationNode(nodes.segmentation)
             self._parameterNode.exportVolume = nodes.volume
             self._parameterNode.exportSegmentation = nodes.segmentation
         elif kind == "download":
@@ -385,20 +454,24 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._cancelJob()
             return
         p = self._parameterNode
-        if not self._readyToRun(p):
-            return
         with slicer.util.tryWithErrorDisplay(failure, waitCursor=True):
             try:
+                if not self._readyToRun(p):
+                    return
                 workdir = self.logic.newWorkDirectory(kind)
                 job = makeJob(p, workdir)
             except MaisiError as exc:
                 self.showEngineError({"message": exc.message, "hint": exc.hint})
                 return
-            try:
-                self._startJob(kind, job, workdir, button, extra)
-            except MaisiError as exc:
-                shutil.rmtree(workdir, ignore_errors=True)
-                self.showEngineError({"message": exc.message, "hint": exc.hint})
+            self._startJobOrExplain(kind, job, workdir, button, extra)
+
+    def _startJobOrExplain(self, kind: str, job: dict, workdir: Path, button, extra: dict | None = None) -> None:
+        """Start a job; a refusal (no interpreter, server unreachable) is shown in a dialog, its folder removed."""
+        try:
+            self._startJob(kind, job, workdir, button, extra)
+        except MaisiError as exc:
+            self.logic.removeWorkDirectory(workdir)
+            self.showEngineError({"message": exc.message, "hint": exc.hint})
 
     def _readyToRun(self, p: MAISISynthParameterNode) -> bool:
         """On this computer: the engine's packages and the model's weights; a server has its own."""
@@ -422,22 +495,24 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None:
             self._cancelJob()
             return
-        if not self.logic.ensureEngineDependencies():
-            return
-        model = self._parameterNode.model
-        workdir = self.logic.newWorkDirectory("download")
-        self._startJob("download", params.download_job(model), workdir, self.ui.downloadWeightsButton)
+        with slicer.util.tryWithErrorDisplay(_("Could not start the download."), waitCursor=True):
+            if not self.logic.ensureEngineDependencies():
+                return
+            model = self._parameterNode.model
+            workdir = self.logic.newWorkDirectory("download")
+            self._startJobOrExplain("download", params.download_job(model), workdir, self.ui.downloadWeightsButton)
 
     def onEditPhantom(self) -> None:
         if self._job is not None:
             self._cancelJob()
             return
-        if not self.logic.ensureEngineDependencies():
-            return
-        p = self._parameterNode
-        workdir = self.logic.newWorkDirectory("phantom")
-        job = params.phantom_job(p.templateRegion, p.size, p.spacing, p.seed, workdir / "phantom")
-        self._startJob("phantom", job, workdir, self.ui.editPhantomButton)
+        with slicer.util.tryWithErrorDisplay(_("Could not draw the phantom."), waitCursor=True):
+            if not self.logic.ensureEngineDependencies():
+                return
+            p = self._parameterNode
+            workdir = self.logic.newWorkDirectory("phantom")
+            job = params.phantom_job(p.templateRegion, p.size, p.spacing, p.seed, workdir / "phantom")
+            self._startJobOrExplain("phantom", job, workdir, self.ui.editPhantomButton)
 
     def onBodyOutline(self) -> None:
         p = self._parameterNode
@@ -453,6 +528,8 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             editor.setSegmentationNode(p.tumorSegmentation)
             editor.setSourceVolumeNode(p.tumorVolume)
             editor.setCurrentSegmentID(segmentId)
+            # Overwrite none: the tumor is painted over its organ, which keeps every voxel (MAISISynthLib.editing).
+            editing.prepare_tumor_painting(self.logic.segmentEditorNode(), p.tumorSegmentation, p.tumorVolume, segmentId)
             editor.setActiveEffectByName("Paint")
 
     def onInpaint(self) -> None:
@@ -517,7 +594,9 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.runner = JobRunner(python=self.pythonExecutable())
+        # The environment Slicer was started with: PythonSlicer sets up Slicer's own paths itself.
+        startup = getattr(slicer.util, "startupEnvironment", None)
+        self.runner = JobRunner(python=self.pythonExecutable(), base_env=startup() if startup else None)
 
     def getParameterNode(self) -> MAISISynthParameterNode:
         return MAISISynthParameterNode(super().getParameterNode())
@@ -532,24 +611,26 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
         return str(candidate) if candidate.exists() else sys.executable
 
     # -- dependencies --------------------------------------------------------------------------------
-    def engineImportNames(self) -> list[str]:
-        """torch plus the packages of Resources/requirements.txt (their import names are their names)."""
-        names = ["torch"]
-        for line in Path(self.resourcePath("requirements.txt")).read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                names.append(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].replace("-", "_"))
-        return names
-
     def missingEnginePackages(self) -> list[str]:
         """Packages the worker imports that Slicer's Python lacks (PythonSlicer shares its site-packages)."""
-        import importlib.util
+        return dependencies.missing_packages(self.resourcePath("requirements.txt"))
 
-        return [name for name in self.engineImportNames() if importlib.util.find_spec(name) is None]
+    def torchProblem(self) -> str | None:
+        """Why the installed PyTorch is too old for the engine, or None (read from metadata, not imported)."""
+        return dependencies.torch_problem(dependencies.installed_version("torch"), TORCH_REQUIREMENT)
 
     def ensureEngineDependencies(self) -> bool:
-        """Install what the engine needs, each step after the user agreed: torch first, then the rest."""
+        """Install what the engine needs, each step after the user agreed: torch first, then the rest.
+
+        An installed PyTorch older than the engine needs is reported with a pointer to PyTorch Utils;
+        the other packages are installed under a constraint that keeps the installed torch build.
+        """
         missing = self.missingEnginePackages()
+        problem = None if "torch" in missing else self.torchProblem()
+        if problem:
+            slicer.util.errorDisplay(_("{problem}. To update it: {hint}.").format(
+                problem=problem, hint=dependencies.PYTORCH_UTILS_HINT))
+            return False
         if not missing:
             return True
         if "torch" in missing:
@@ -565,6 +646,11 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
             if torch is None:
                 slicer.util.errorDisplay(_("PyTorch was not installed; generation needs it."))
                 return False
+            problem = self.torchProblem()
+            if problem:
+                slicer.util.errorDisplay(_("{problem}. To update it: {hint}.").format(
+                    problem=problem, hint=dependencies.PYTORCH_UTILS_HINT))
+                return False
         try:
             import slicer.packaging as packaging
 
@@ -572,12 +658,17 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
         except (ImportError, AttributeError):
             import slicer.pydeps as packaging  # the same functions under their Slicer 5.11 name
         requirements = packaging.load_requirements(self.resourcePath("requirements.txt"))
+        constraints = Path(self.newWorkDirectory("packages")) / "constraints.txt"
+        constraints.write_text(dependencies.torch_constraints(dependencies.installed_version("torch")))
         try:
-            packaging.pip_ensure(requirements, requester="MAISISynth", prompt_install=True)
+            packaging.pip_ensure(requirements, constraints=str(constraints), requester="MAISISynth",
+                                 prompt_install=True)
         except RuntimeError as exc:
             slicer.util.errorDisplay(_("The Python packages MAISISynth needs were not installed: {reason}").format(
                 reason=exc))
             return False
+        finally:
+            self.removeWorkDirectory(constraints.parent)
         still = self.missingEnginePackages()
         if still:
             slicer.util.errorDisplay(_("Still missing: {packages}. Restart Slicer and try again.").format(
@@ -592,46 +683,30 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def newWorkDirectory(kind: str) -> Path:
         """A fresh folder for one job's files, under Slicer's temporary folder."""
-        root = Path(slicer.app.temporaryPath) / "MAISISynth"
-        root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-{kind}-", dir=root))
+        return workdirs.new_work_directory(slicer.app.temporaryPath, kind)
+
+    @staticmethod
+    def removeWorkDirectory(workdir: Path) -> None:
+        """Remove a job's folder (only ever one under the module's temporary root)."""
+        workdirs.remove_work_directory(workdir, slicer.app.temporaryPath)
+
+    @staticmethod
+    def removeStaleWorkDirectories() -> None:
+        """Job folders a crash left behind, older than a week."""
+        for folder in workdirs.remove_stale_work_directories(slicer.app.temporaryPath):
+            logging.info("MAISISynth: removed the old job folder %s", folder)
 
     @staticmethod
     def checkSettings(p: MAISISynthParameterNode) -> params.SettingsCheck:
-        try:
-            preset = load_preset(p.model)
-        except MaisiError as exc:
-            return params.SettingsCheck(errors=[exc.one_line()])
-        return params.check_size_and_spacing(preset, p.size, p.spacing)
+        return panel.check_settings(p.model, p.size, p.spacing)
 
     def generateJob(self, p: MAISISynthParameterNode, workdir: Path) -> dict:
         """The worker's job for the current settings; the input label map is written into `workdir`."""
-        check = self.checkSettings(p)
-        if not check.ok:
-            raise MaisiError(check.errors[0], _("change the size or spacing"))
-        mask = None
-        if p.inputKind == INPUT_SEGMENTATION:
-            if not p.inputSegmentation:
-                raise MaisiError(_("no segmentation selected"), _("choose one, or use a phantom template"))
-            mask = mrml.temporary_labelmap_file(p.inputSegmentation, None, workdir)
-        elif p.inputKind == INPUT_LABELMAP:
-            if not p.inputLabelmap:
-                raise MaisiError(_("no label map volume selected"), _("choose one, or use a phantom template"))
-            mask = mrml.labelmap_volume_file(p.inputLabelmap, workdir)
-        return params.generate_job(
-            p.model, workdir / "result", mask=mask,
-            template_region=p.templateRegion if mask is None else None,
-            size=p.size, spacing=p.spacing, region=p.region, seed=p.seed, steps=p.steps or None, device=p.device,
-        )
+        return scene_jobs.generate_job_for(p, workdir)
 
     def inpaintJob(self, p: MAISISynthParameterNode, workdir: Path) -> dict:
-        """CT, labels without the tumor, and the painted tumor mask, all on the CT's grid."""
-        if not p.tumorVolume or not p.tumorSegmentation:
-            raise MaisiError(_("choose the CT and its segmentation"), _("both are needed to inpaint a tumor"))
-        files = mrml.write_inpaint_inputs(p.tumorVolume, p.tumorSegmentation, p.tumorType, workdir)
-        return params.inpaint_job(p.model, workdir / "result", image=files["image"], labels=files["labels"],
-                                  tumor=files["tumor"], tumor_type=p.tumorType, seed=p.seed,
-                                  steps=p.steps or None, device=p.device)
+        """CT, labels without the tumor (its host organ under it), and the painted tumor mask, on the CT's grid."""
+        return scene_jobs.inpaint_job_for(p, workdir)
 
     def startJob(self, job: dict, workdir: Path, settings: execution.ExecutionSettings | None = None):
         """Start a job on this computer, or (generation and inpainting in Server mode) on the server.
@@ -648,15 +723,13 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
     # -- results -------------------------------------------------------------------------------------------
     @staticmethod
     def loadGenerationResult(result: dict) -> mrml.GenerationNodes:
-        return mrml.load_generation_result(result)
+        """CT and segmentation under a new synthetic study; 3D surfaces wait for the "Show 3D" button."""
+        return mrml.load_generation_result(result, surfaces=False)
 
     @staticmethod
     def loadInpaintResult(result: dict, sourceVolume) -> mrml.GenerationNodes:
-        """The inpainted CT as a new volume beside its source (which is never modified)."""
-        nodes = mrml.load_generation_result(result)
-        nodes.volume.SetName(f"{sourceVolume.GetName()} inpainted seed {nodes.volume.GetAttribute('MAISI.seed')}")
-        nodes.volume.SetAttribute("MAISI.inpaintedFrom", sourceVolume.GetID())
-        return nodes
+        """The inpainted CT as a new volume beside its source, in its study (the source is never modified)."""
+        return mrml.load_inpaint_result(result, sourceVolume, surfaces=False)
 
     def showResult(self, nodes: mrml.GenerationNodes, volumeRendering: bool = False) -> None:
         """Four-up layout: the CT with its segments in the slice views, 3D surfaces, optional rendering."""
@@ -685,100 +758,14 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def segmentEditorNode():
-        node = slicer.mrmlScene.GetSingletonNode("MAISISynth", "vtkMRMLSegmentEditorNode")
-        if node is None:
-            node = slicer.vtkMRMLSegmentEditorNode()
-            node.SetSingletonTag("MAISISynth")
-            node = slicer.mrmlScene.AddNode(node)
-        return node
+        """The module's own editor node, made with CreateNodeByClass so the user's defaults apply."""
+        return editing.segment_editor_node(slicer.mrmlScene)
 
     # -- DICOM export (needs the application's DICOM module) ---------------------------------------------
-    def exportDicom(self, volume, segmentation, directory: Path) -> list[Path]:
+    @staticmethod
+    def exportDicom(volume, segmentation, directory: Path) -> list[Path]:
         """CT series through Slicer's DICOM exporter, then DICOM SEG referencing it, under a synthetic patient."""
-        try:
-            import DICOMScalarVolumePlugin
-            import DICOMSegmentationPlugin
-            from DICOMLib import DICOMUtils
-        except ImportError:
-            raise MaisiError(_("DICOM export needs Slicer's DICOM module"),
-                             _("enable the DICOM module in Application Settings > Modules, or export NIfTI")) from None
-        if volume is None:
-            raise MaisiError(_("no CT volume selected"), _("choose the volume to export"))
-        directory = Path(directory)
-        ctDirectory, segDirectory = directory / "CT", directory / "SEG"
-        sh = mrml.subject_hierarchy()
-        self._placeUnderSyntheticStudy(volume, segmentation)
-        seed, model = volume.GetAttribute("MAISI.seed") or "?", volume.GetAttribute("MAISI.model") or "?"
-        constants = slicer.vtkMRMLSubjectHierarchyConstants
-        exporter = DICOMScalarVolumePlugin.DICOMScalarVolumePluginClass()
-        exportables = exporter.examineForExport(sh.GetItemByDataNode(volume))
-        for exportable in exportables:
-            exportable.directory = str(ctDirectory)
-            exportable.setTag(constants.GetDICOMPatientNameTagName(), mrml.PATIENT_NAME)
-            exportable.setTag(constants.GetDICOMPatientIDTagName(), mrml.PATIENT_ID)
-            exportable.setTag(constants.GetDICOMStudyDescriptionTagName(), sh.GetItemName(sh.GetItemParent(sh.GetItemByDataNode(volume))))
-            exportable.setTag("SeriesDescription", f"SYNTHETIC CT MAISI {model} seed {seed}")
-            exportable.setTag("Manufacturer", "MAISISynth (synthetic image)")
-            exportable.setTag("Model", f"MAISI {model}")
-        ctDirectory.mkdir(parents=True, exist_ok=True)
-        error = exporter.export(exportables)
-        if error:
-            raise MaisiError(_("DICOM export of the CT failed: {error}").format(error=error), _("check the folder"))
-        written = sorted(ctDirectory.rglob("*.dcm"))
-        if segmentation is None:
-            return written
-        # DICOM SEG references the CT instances by UID: load the series just written and refer to it.
-        with DICOMUtils.TemporaryDICOMDatabase() as database:
-            DICOMUtils.importDicom(str(ctDirectory), database)
-            seriesUids = [database.fileValue(str(f), "0020,000E") for f in written[:1]]
-            loaded = DICOMUtils.loadSeriesByUID(seriesUids)
-            referenceVolume = slicer.mrmlScene.GetNodeByID(loaded[0]) if loaded else None
-            if referenceVolume is None:
-                raise MaisiError(_("the exported CT series could not be read back"), _("check the folder"))
-            export = None
-            try:
-                export = self._segmentationForDicom(segmentation, referenceVolume)
-                segItem = sh.GetItemByDataNode(export)
-                sh.SetItemParent(segItem, sh.GetItemParent(sh.GetItemByDataNode(referenceVolume)))
-                sh.SetItemAttribute(segItem, "DICOM.ReferencedInstanceUIDs",
-                                    referenceVolume.GetAttribute("DICOM.instanceUIDs") or "")
-                segExporter = DICOMSegmentationPlugin.DICOMSegmentationPluginClass()
-                segExportables = segExporter.examineForExport(segItem)
-                segDirectory.mkdir(parents=True, exist_ok=True)
-                for exportable in segExportables:
-                    exportable.directory = str(segDirectory)
-                    exportable.setTag("SeriesDescription", f"SYNTHETIC SEG MAISI {model} seed {seed}")
-                error = segExporter.export(segExportables) if segExportables else _("no exportable segmentation")
-                if error:
-                    raise MaisiError(_("DICOM SEG export failed: {error}").format(error=error),
-                                     _("check that every segment has a terminology"))
-            finally:
-                slicer.mrmlScene.RemoveNode(referenceVolume)
-                if export is not None:
-                    slicer.mrmlScene.RemoveNode(export)
-        return written + sorted(segDirectory.rglob("*.dcm"))
-
-    @staticmethod
-    def _segmentationForDicom(segmentation, referenceVolume):
-        """A copy of the segmentation on the geometry of the DICOM-loaded CT (the original stays as it is)."""
-        copy = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", segmentation.GetName())
-        copy.GetSegmentation().DeepCopy(segmentation.GetSegmentation())
-        copy.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolume)
-        copy.SetNodeReferenceID(copy.GetReferenceImageGeometryReferenceRole(), referenceVolume.GetID())
-        return copy
-
-    @staticmethod
-    def _placeUnderSyntheticStudy(volume, segmentation) -> None:
-        """Volumes made elsewhere (e.g. a real CT after inpainting) still export under the synthetic patient."""
-        sh = mrml.subject_hierarchy()
-        parent = sh.GetItemParent(sh.GetItemByDataNode(volume))
-        if sh.GetItemLevel(parent) == "Study" and sh.GetItemAttribute(parent, "MAISI.synthetic") == "true":
-            return
-        study = mrml.new_synthetic_study(volume.GetAttribute("MAISI.seed") or "?",
-                                         volume.GetAttribute("MAISI.model") or "?")
-        mrml.place_in_study(volume, study)
-        if segmentation is not None:
-            mrml.place_in_study(segmentation, study)
+        return dicom_export.export_dicom(volume, segmentation, directory)
 
 
 #
@@ -787,62 +774,33 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
 
 
 class MAISISynthTest(ScriptedLoadableModuleTest):
-    """Generates with the demo model on the CPU through the real worker and checks the nodes."""
+    """End to end in Slicer with the demo model on the CPU: Generate, Inpaint, NIfTI and DICOM export.
+
+    Skipped with the reason where the engine's packages are missing (the Extensions Index build
+    machines); the steps are in MAISISynthLib.selftest.
+    """
 
     def setUp(self):
         slicer.mrmlScene.Clear()
+        self.logic = MAISISynthLogic()
+        reason = selftest.skip_reason(self.logic)
+        if reason:
+            logging.warning("MAISISynth self-test skipped: %s", reason)
+            self.skipTest(reason)
 
     def runTest(self):
-        self.setUp()
-        self.test_generate_demo_on_cpu()
+        try:
+            self.setUp()
+        except unittest.SkipTest as skipped:
+            self.delayDisplay(_("MAISISynth self-test skipped: {reason}").format(reason=skipped))
+            return
+        self.test_generate_inpaint_and_export()
 
-    def test_generate_demo_on_cpu(self):
+    def test_generate_inpaint_and_export(self):
         self.delayDisplay("Generating a 64^3 CT with the demo model on the CPU")
-        logic = MAISISynthLogic()
-        self.assertEqual(logic.missingEnginePackages(), [], "install the engine's packages first")
-        self.assertTrue(params.weights_summary("demo").ready, "the demo weights ship with the extension")
-        p = logic.getParameterNode()
-        p.model, p.inputKind, p.templateRegion = "demo", INPUT_TEMPLATE, "chest-abdomen"
-        p.sizeX = p.sizeY = p.sizeZ = 64
-        p.spacingX = p.spacingY = p.spacingZ = 5.0
-        p.seed, p.steps, p.device = 11, 4, "cpu"
-        workdir = logic.newWorkDirectory("test")
-        running = logic.runJob(logic.generateJob(p, workdir), workdir, timeout_s=900)
-        self.assertEqual(running.returncode, 0, json.dumps(running.error))
-        progress = [e for e in running.events if e["event"] == "progress" and e["stage"] == "sampling"]
-        self.assertEqual([e["step"] for e in progress][-1], 4)
-        nodes = logic.loadGenerationResult(running.result)
-        logic.showResult(nodes)
-
-        volume, segmentation = nodes.volume, nodes.segmentation
-        self.assertEqual(volume.GetImageData().GetDimensions(), (64, 64, 64))
-        for actual, expected in zip(volume.GetSpacing(), (5.0, 5.0, 5.0)):
-            self.assertAlmostEqual(actual, expected, places=4)
-        hu = slicer.util.arrayFromVolume(volume)
-        self.assertGreaterEqual(int(hu.min()), -1000)
-        self.assertLessEqual(int(hu.max()), 1000)
-        self.assertEqual((volume.GetDisplayNode().GetWindow(), volume.GetDisplayNode().GetLevel()), mrml.CT_WINDOW_LEVEL)
-        self.assertEqual(volume.GetAttribute("MAISI.seed"), "11")
-        self.assertEqual(volume.GetAttribute("MAISI.model"), "demo")
-        self.assertEqual(volume.GetAttribute("MAISI.steps"), "4")
-        self.assertEqual(sorted(json.loads(volume.GetAttribute("MAISI.weights_sha256"))),
-                         ["autoencoder", "controlnet", "diffusion_unet"])
-
-        labels = slicer.util.arrayFromVolume(mrml.segmentation_to_labelmap(segmentation, volume))
-        segmentIds = mrml.segment_ids(segmentation)
-        names = {segmentation.GetSegmentation().GetSegment(s).GetName() for s in segmentIds}
-        self.assertIn("body", names)
-        self.assertIn("liver", names)
-        self.assertEqual(sorted(int(v) for v in set(labels.ravel().tolist()) if v),
-                         sorted(segmentation.GetSegmentation().GetSegment(s).GetLabelValue() for s in segmentIds))
-        self.assertTrue(segmentation.GetSegmentation().ContainsRepresentation("Closed surface"))
-        liver = next(s for s in segmentIds if segmentation.GetSegmentation().GetSegment(s).GetName() == "liver")
-        self.assertIn("10200004", segmentation.GetSegmentation().GetSegment(liver).GetTerminology())
-
-        sh = mrml.subject_hierarchy()
-        study = sh.GetItemParent(sh.GetItemByDataNode(volume))
-        self.assertEqual(sh.GetItemName(study), "Synthetic study seed 11, model demo")
-        self.assertEqual(sh.GetItemName(sh.GetItemParent(study)), mrml.PATIENT_NAME)
-        self.assertEqual(sh.GetItemParent(sh.GetItemByDataNode(segmentation)), study)
-        logging.info("MAISISynth demo generation passed")
+        nodes = selftest.run_generate(self, self.logic)
+        self.delayDisplay("Painting a liver tumor and inpainting it")
+        inpainted, tumor = selftest.run_inpaint(self, self.logic, nodes)
+        self.delayDisplay("Exporting NIfTI and DICOM")
+        selftest.run_exports(self, self.logic, inpainted, tumor)
         self.delayDisplay("Test passed")

@@ -25,7 +25,7 @@ LIB_FILES = sorted((MODULE_DIR / "MAISISynthLib").glob("*.py"))
 STAND_IN_CLASSES = {
     "qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QWidget", "ctkCollapsibleGroupBox": "QGroupBox",
     "qMRMLNodeComboBox": "QWidget", "qMRMLSegmentEditorWidget": "QWidget", "ctkDirectoryButton": "QWidget",
-    "ctkPathLineEdit": "QWidget",
+    "ctkPathLineEdit": "QWidget", "qMRMLSegmentationShow3DButton": "QToolButton",
 }
 """Slicer/CTK widget classes the .ui uses; Qt's loader gets stand-ins for them (CTK is not installed here)."""
 
@@ -90,6 +90,7 @@ def test_ui_is_valid_qt_designer_xml():
     declared = {c.findtext("class") for c in root.find("customwidgets")}
     qt_classes = {"QLabel", "QComboBox", "QPushButton", "QSpinBox", "QDoubleSpinBox", "QCheckBox", "QProgressBar",
                   "QPlainTextEdit", "QLineEdit"}
+    assert declared >= {"qMRMLSegmentationShow3DButton"}
     for widget in root.iter("widget"):
         assert widget.get("class") in declared | qt_classes, widget.get("class")
     # Form rows are unique per layout and every layout item holds exactly one thing.
@@ -108,7 +109,9 @@ def test_every_mrml_widget_receives_the_scene():
         if c.findtext("sender") == "MAISISynth" and c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)"
         and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
     }
-    mrml_widgets = {n for n, w in ui_widgets().items() if w.get("class").startswith("qMRML") and n != "MAISISynth"}
+    # The Show 3D button takes its segmentation node from the code, not the scene.
+    mrml_widgets = {n for n, w in ui_widgets().items() if w.get("class").startswith("qMRML") and n != "MAISISynth"
+                    and w.get("class") != "qMRMLSegmentationShow3DButton"}
     assert mrml_widgets and receivers == mrml_widgets
 
 
@@ -273,3 +276,100 @@ def test_cmake_configures_and_installs_the_engine_beside_the_module(tmp_path):
         assert copied == engine_files
     assert (prefix / "lib/Slicer/qt-scripted-modules/MAISIEngine/worker.py").read_bytes() == (
         REPO / "MAISIEngine/worker.py").read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Widget behaviour that needs the Slicer application: checked on the code itself
+
+
+def module_tree() -> ast.Module:
+    return ast.parse(MODULE_FILE.read_text())
+
+
+def method(name: str, class_name: str = "MAISISynthWidget") -> ast.FunctionDef:
+    for node in module_tree().body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == name:
+                    return item
+    raise AssertionError(f"{class_name}.{name} not found")
+
+
+def calls_inside_error_display(function: ast.FunctionDef) -> set[str]:
+    """Dotted names of the calls made inside `with slicer.util.tryWithErrorDisplay(...)` blocks."""
+    inside = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.With) and any(
+                "tryWithErrorDisplay" in ast.unparse(item.context_expr) for item in node.items):
+            for call in ast.walk(node):
+                if isinstance(call, ast.Call):
+                    inside.add(ast.unparse(call.func))
+    return inside
+
+
+def test_readiness_checks_and_job_buttons_show_their_errors_in_dialogs():
+    assert "self._readyToRun" in calls_inside_error_display(method("_runOrCancel"))
+    for name in ("onDownloadWeights", "onEditPhantom"):
+        inside = calls_inside_error_display(method(name))
+        assert {"self.logic.ensureEngineDependencies", "self.logic.newWorkDirectory", "self._startJobOrExplain"} <= inside, name
+
+
+def test_the_editor_node_comes_from_create_node_by_class():
+    source = MODULE_FILE.read_text()
+    assert "vtkMRMLSegmentEditorNode()" not in source
+    assert "editing.segment_editor_node(slicer.mrmlScene)" in ast.unparse(method("segmentEditorNode", "MAISISynthLogic"))
+    assert "CreateNodeByClass" in (MODULE_DIR / "MAISISynthLib" / "editing.py").read_text()
+
+
+def test_add_tumor_paints_without_overwriting_the_organ_and_the_editor_selectors_are_followed():
+    assert "editing.prepare_tumor_painting" in ast.unparse(method("onAddTumor"))
+    follow = ast.unparse(method("onEditorNodeModified"))
+    assert "editing.editor_selection_changes" in follow and "setattr(p, name, node)" in follow
+    assert "self.onEditorNodeModified" in ast.unparse(method("_observeEditorNode"))
+
+
+def test_closing_the_scene_stops_a_running_job_and_the_result_needs_its_source():
+    close = ast.unparse(method("onSceneStartClose"))
+    assert "job.cancel()" in close and "self._finishJob()" in close and "self._removeJobFiles()" in close
+    result = ast.unparse(method("_onJobResult"))
+    assert "source.GetScene() is not None" in result
+
+
+def test_the_terminology_is_registered_at_startup():
+    init = ast.unparse(method("__init__", "MAISISynth"))
+    assert "slicer.app.connect('startupCompleted()', registerMaisiTerminology)" in init
+    register = next(n for n in module_tree().body if isinstance(n, ast.FunctionDef) and n.name == "registerMaisiTerminology")
+    assert "terminology.register_terminology(slicer.modules.terminologies.logic())" in ast.unparse(register)
+
+
+def test_results_are_loaded_without_surfaces_and_the_show_3d_button_gets_them():
+    for name in ("loadGenerationResult", "loadInpaintResult"):
+        assert "surfaces=False" in ast.unparse(method(name, "MAISISynthLogic")), name
+    assert ui_widgets()["show3DButton"].get("class") == "qMRMLSegmentationShow3DButton"
+    assert "self.ui.show3DButton.setSegmentationNode(nodes.segmentation)" in ast.unparse(method("_onJobResult"))
+
+
+def test_job_files_are_removed_unless_kept():
+    remove = ast.unparse(method("_removeJobFiles"))
+    assert "keepJobFiles" in remove and "self.logic.removeWorkDirectory(workdir)" in remove
+    for name in ("onPollJob", "_cancelJob"):
+        assert "self._removeJobFiles()" in ast.unparse(method(name)), name
+    assert widget_property(ui_widgets()["keepJobFilesCheckBox"], "SlicerParameterName").findtext("string") == "keepJobFiles"
+
+
+def test_the_help_links_the_documentation_and_the_screenshot_exists():
+    source = MODULE_FILE.read_text()
+    url = re.search(r'DOCUMENTATION_URL = "([^"]+)"', source).group(1)
+    assert url == "https://github.com/maisisynth/MAISISynth/blob/main/docs/slicer.md" and (REPO / "docs/slicer.md").is_file()
+    assert "DOCUMENTATION_URL" in ast.unparse(method("__init__", "MAISISynth"))
+    top = (REPO / "CMakeLists.txt").read_text()
+    for variable in ("EXTENSION_SCREENSHOTURLS", "EXTENSION_ICONURL"):
+        for link in re.search(rf'set\({variable} "([^"]+)"\)', top).group(1).split():
+            prefix = "https://raw.githubusercontent.com/maisisynth/MAISISynth/main/"
+            assert link.startswith(prefix), link
+            assert (REPO / link[len(prefix):]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", link
+
+
+def test_the_worker_starts_from_slicers_startup_environment():
+    init = ast.unparse(method("__init__", "MAISISynthLogic"))
+    assert "startupEnvironment" in init and "base_env=" in init

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from filelock import FileLock, Timeout
-
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.atomic import write_text_atomic
 from MAISIEngine.weights.manifest import WeightFile
@@ -82,7 +80,13 @@ def _lock_path(name: str) -> Path:
 
 @contextmanager
 def exclusive(name: str, wait_s: float, busy_message: str) -> Iterator[None]:
-    """Hold a lock shared by every process using this cache (registry updates, one file's download)."""
+    """Hold a lock shared by every process using this cache (registry updates, one file's download).
+
+    filelock is imported here, not at the top: reading the cache's status must work where it is not
+    installed (a front end's panel before the engine's packages are).
+    """
+    from filelock import FileLock, Timeout
+
     lock = FileLock(str(_lock_path(name)), timeout=wait_s)
     try:
         lock.acquire()

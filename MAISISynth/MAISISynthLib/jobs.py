@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,13 @@ def engine_search_path() -> str | None:
     return str(Path(next(iter(spec.submodule_search_locations))).parent)
 
 
-def worker_environment(overrides: dict[str, str] | None = None) -> dict[str, str]:
-    """The worker's environment: ours plus `overrides`, unbuffered output, the engine on PYTHONPATH."""
-    env = dict(os.environ)
+def worker_environment(overrides: dict[str, str] | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment: `base` (default: ours) plus `overrides`, unbuffered output, the engine on PYTHONPATH.
+
+    In Slicer `base` is the environment Slicer was started with (`slicer.util.startupEnvironment()`):
+    the PythonSlicer launcher then sets up its own paths, as for any process Slicer launches.
+    """
+    env = dict(os.environ if base is None else base)
     env.update(overrides or {})
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("PYTHONIOENCODING", "utf-8")
@@ -367,15 +372,46 @@ def _wait_for_group(process: subprocess.Popen, timeout: float) -> bool:
 
 def _signal_tree(process: subprocess.Popen, graceful: bool) -> None:
     if os.name == "nt":
-        if graceful:
-            process.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
-        else:
-            subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False)
+        signal_windows_tree(process, graceful)
         return
     try:
         os.killpg(process.pid, signal.SIGTERM if graceful else signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def taskkill_command(pid: int) -> list[str]:
+    """Windows: end a process and every process it started (/T), at once (/F)."""
+    return ["taskkill", "/T", "/F", "/PID", str(int(pid))]
+
+
+def signal_windows_tree(process: Any, graceful: bool, run: Callable[..., Any] = subprocess.run) -> str:
+    """Stop a worker's process tree on Windows; returns "break" or "taskkill" (what was done).
+
+    A graceful stop sends CTRL_BREAK_EVENT to the worker's process group, which lets it remove its
+    partial output. That needs a console shared with the worker; Slicer has none and the worker's is
+    hidden, so the call raises OSError there: the tree is then ended with taskkill, which also reaches
+    the interpreter under the PythonSlicer launcher.
+    """
+    if graceful:
+        try:
+            process.send_signal(getattr(signal, "CTRL_BREAK_EVENT", signal.SIGTERM))
+            return "break"
+        except (OSError, ValueError):
+            pass
+    run(taskkill_command(process.pid), capture_output=True, check=False)
+    return "taskkill"
+
+
+def popen_platform_options(platform: str = os.name) -> dict[str, Any]:
+    """Popen options that put the worker in its own process group, with no console window on Windows."""
+    if platform != "nt":
+        return {"start_new_session": True}
+    startupinfo = subprocess.STARTUPINFO()  # type: ignore[attr-defined]
+    startupinfo.dwFlags |= subprocess.STARTF_USESHOWWINDOW  # type: ignore[attr-defined]
+    startupinfo.wShowWindow = 0  # SW_HIDE
+    flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW  # type: ignore[attr-defined]
+    return {"creationflags": flags, "startupinfo": startupinfo}
 
 
 def _remove_partial_output(output_dir: str | None) -> None:
@@ -396,10 +432,13 @@ class WorkerStartError(MaisiError):
 class JobRunner:
     """Starts workers; one runner serves many jobs."""
 
-    def __init__(self, python: str | None = None, env: dict[str, str] | None = None) -> None:
-        """`python` runs the worker (default: this interpreter); `env` adds or replaces variables."""
+    def __init__(self, python: str | None = None, env: dict[str, str] | None = None,
+                 base_env: dict[str, str] | None = None) -> None:
+        """`python` runs the worker (default: this interpreter); `env` adds or replaces variables of
+        `base_env` (default: this process's environment)."""
         self.python = python or sys.executable
         self.env = env
+        self.base_env = base_env
 
     def command(self, job_path: Path) -> list[str]:
         return [self.python, "-u", "-m", "MAISIEngine.worker", str(job_path)]
@@ -410,16 +449,12 @@ class JobRunner:
         workdir.mkdir(parents=True, exist_ok=True)
         job_path = workdir / "job.json"
         write_text_atomic(job_path, json.dumps(job, indent=2, default=str))
-        options: dict[str, Any] = {}
-        if os.name == "nt":
-            options["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-        else:
-            options["start_new_session"] = True
+        options = popen_platform_options()
         try:
             process = subprocess.Popen(
                 self.command(job_path),
                 cwd=str(workdir),
-                env=worker_environment(self.env),
+                env=worker_environment(self.env, self.base_env),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

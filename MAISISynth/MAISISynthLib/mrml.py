@@ -24,10 +24,20 @@ from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.atomic import atomic_path
 
+from . import editing
+from .hierarchy import (  # noqa: F401  (part of this module's API)
+    PATIENT_ID,
+    PATIENT_NAME,
+    new_synthetic_study,
+    place_in_study,
+    remove_nodes_and_empty_parents,
+    remove_with_display,
+    study_of,
+    subject_hierarchy,
+    synthetic_patient_item,
+)
 from .geometry import affine_from_ijk_to_ras, compose, ijk_to_ras_from_affine
 
-PATIENT_NAME = "SYNTHETIC^MAISI"
-PATIENT_ID = "MAISI-SYNTHETIC"
 COLOR_TABLE_NAME = "MAISI labels"
 LABEL_ID_TAG = "MAISI.labelId"
 """Segment tag holding the MAISI id, so a renamed segment keeps its label."""
@@ -95,8 +105,14 @@ def array_ijk(volume_node: Any) -> np.ndarray:
 # Files (storage nodes: the same readers and writers the application uses)
 
 
-def read_volume_file(path: str | Path, name: str | None = None, labelmap: bool = False, scene: Any | None = None) -> Any:
-    """Load a NIfTI (or any ITK-readable) volume into a new node; MaisiError if it cannot be read."""
+def read_volume_file(path: str | Path, name: str | None = None, labelmap: bool = False, scene: Any | None = None,
+                     keep_storage: bool = False) -> Any:
+    """Load a NIfTI (or any ITK-readable) volume into a new node; MaisiError if it cannot be read.
+
+    The files read are a job's outputs in a temporary folder that is removed after the job, so by
+    default the node keeps no storage node pointing there: Slicer's Save dialog then writes its data
+    instead of referring to a file that no longer exists.
+    """
     scene = _scene(scene)
     path = Path(path)
     if not path.is_file():
@@ -110,7 +126,10 @@ def read_volume_file(path: str | Path, name: str | None = None, labelmap: bool =
         scene.RemoveNode(node)
         scene.RemoveNode(storage)
         raise MaisiError(f"cannot read {path.name} as a volume", "the file may be damaged; generate it again")
-    node.SetAndObserveStorageNodeID(storage.GetID())
+    if keep_storage:
+        node.SetAndObserveStorageNodeID(storage.GetID())
+    else:
+        scene.RemoveNode(storage)
     node.CreateDefaultDisplayNodes()
     return node
 
@@ -366,7 +385,7 @@ def segmentation_to_labelmap(
         extent = slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
         logic = slicer.modules.segmentations.logic()
         if not logic.ExportSegmentsToLabelmapNode(segmentation_node, string_ids, labelmap, reference_volume, extent, colors):
-            _remove_with_display(labelmap)
+            remove_with_display(labelmap)
             raise MaisiError(
                 f"could not turn segmentation '{segmentation_node.GetName()}' into a label map",
                 "set its geometry (Segment Editor > Specify geometry) or choose a reference volume",
@@ -423,7 +442,7 @@ def labelmap_file_to_segmentation(path: str | Path, name: str, scene: Any | None
         segmentation = labelmap_to_segmentation(labelmap, name=name, scene=scene)
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(labelmap)
     finally:
-        _remove_with_display(labelmap)
+        remove_with_display(labelmap)
     return segmentation
 
 
@@ -469,7 +488,11 @@ def segment_mask_to_file(segmentation_node: Any, segment_id: str, reference_volu
 
 def write_inpaint_inputs(volume_node: Any, segmentation_node: Any, tumor_type: str, folder: str | Path,
                          scene: Any | None = None) -> dict[str, Path]:
-    """The files of an inpaint job, all on the CT's grid: image, labels without the tumor, tumor mask."""
+    """The files of an inpaint job, all on the CT's grid: image, labels without the tumor, tumor mask.
+
+    Under the tumor the labels hold the organ that was there (`editing.fill_under_tumor`), also where
+    a Paint stroke in Slicer's default overwrite mode erased it from the organ's segment.
+    """
     scene = _scene(scene)
     key = tumor_type.strip().lower()
     if key not in maisi_labels.TUMOR_TYPES:
@@ -482,16 +505,17 @@ def write_inpaint_inputs(volume_node: Any, segmentation_node: Any, tumor_type: s
         raise MaisiError(f"the segmentation has no '{maisi_labels.name_of(wanted)}' segment",
                          "click 'Add tumor segment' and paint the tumor")
     folder = Path(folder)
+    tumor_path = segment_mask_to_file(segmentation_node, tumors[0], volume_node, folder / "tumor.nii.gz", scene=scene)
+    tumor = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, tumors[0], volume_node).astype(bool)
     labelmap = segmentation_to_labelmap(segmentation_node, volume_node, exclude_segment_ids=tuple(tumors), scene=scene)
     try:
+        values = slicer.util.arrayFromVolume(labelmap)
+        values[...] = editing.fill_under_tumor(values, tumor)
+        slicer.util.arrayFromVolumeModified(labelmap)
         labels = write_volume_file(labelmap, folder / "labels.nii.gz")
     finally:
-        _remove_with_display(labelmap)
-    return {
-        "image": write_volume_file(volume_node, folder / "image.nii.gz"),
-        "labels": labels,
-        "tumor": segment_mask_to_file(segmentation_node, tumors[0], volume_node, folder / "tumor.nii.gz", scene=scene),
-    }
+        remove_with_display(labelmap)
+    return {"image": write_volume_file(volume_node, folder / "image.nii.gz"), "labels": labels, "tumor": tumor_path}
 
 
 def body_outline_segmentation(
@@ -519,7 +543,7 @@ def body_outline_segmentation(
     try:
         segmentation = labelmap_to_segmentation(labelmap, name=name, scene=scene)
     finally:
-        _remove_with_display(labelmap)
+        remove_with_display(labelmap)
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(grid)
     return segmentation, grid
 
@@ -534,39 +558,6 @@ class GenerationNodes:
     segmentation: Any
     study_item: int
     patient_item: int
-
-
-def subject_hierarchy(scene: Any | None = None) -> Any:
-    return slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(_scene(scene))
-
-
-def synthetic_patient_item(scene: Any | None = None) -> int:
-    """The subject-hierarchy patient that holds every synthetic study (created once)."""
-    sh = subject_hierarchy(scene)
-    patient_level = slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelPatient()
-    children = vtk.vtkIdList()
-    sh.GetItemChildren(sh.GetSceneItemID(), children)
-    for index in range(children.GetNumberOfIds()):
-        item = children.GetId(index)
-        if sh.GetItemName(item) == PATIENT_NAME and sh.GetItemLevel(item) == patient_level:
-            return item
-    item = sh.CreateSubjectItem(sh.GetSceneItemID(), PATIENT_NAME)
-    constants = slicer.vtkMRMLSubjectHierarchyConstants
-    sh.SetItemAttribute(item, constants.GetDICOMPatientNameAttributeName(), PATIENT_NAME)
-    sh.SetItemAttribute(item, constants.GetDICOMPatientIDAttributeName(), PATIENT_ID)
-    sh.SetItemAttribute(item, "MAISI.synthetic", "true")
-    return item
-
-
-def new_synthetic_study(seed: int, model: str, scene: Any | None = None) -> int:
-    """A new study under the synthetic patient; every generation gets its own."""
-    sh = subject_hierarchy(scene)
-    patient = synthetic_patient_item(scene)
-    name = f"Synthetic study seed {seed}, model {model}"
-    study = sh.CreateStudyItem(patient, name)
-    sh.SetItemAttribute(study, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMStudyDescriptionAttributeName(), name)
-    sh.SetItemAttribute(study, "MAISI.synthetic", "true")
-    return study
 
 
 def provenance_attributes(provenance: dict[str, Any]) -> dict[str, str]:
@@ -602,18 +593,14 @@ def show_as_ct(volume_node: Any) -> None:
     volume_node.SetAttribute(ATTRIBUTE_PREFIX + "volumeRenderingPreset", VOLUME_RENDERING_PRESET)
 
 
-def place_in_study(node: Any, study_item: int, scene: Any | None = None) -> None:
-    """Move a node under a study (creating its item where no subject-hierarchy plugin made one)."""
-    sh = subject_hierarchy(scene)
-    item = sh.GetItemByDataNode(node)
-    if item:
-        sh.SetItemParent(item, study_item)
-    else:
-        sh.CreateItem(study_item, node)
+def load_generation_result(result: dict[str, Any], scene: Any | None = None, study_item: int | None = None,
+                           surfaces: bool = True) -> GenerationNodes:
+    """Load a worker result (image, labels, provenance) as CT + segmentation under a new synthetic study.
 
-
-def load_generation_result(result: dict[str, Any], scene: Any | None = None) -> GenerationNodes:
-    """Load a worker result (image, labels, provenance) as CT + segmentation under a new synthetic study."""
+    `study_item` puts them in an existing study instead. `surfaces=False` leaves the closed surfaces
+    to be built when the user asks (the "Show 3D" button): with 100+ segments at 512^3 building them
+    takes long, on the GUI thread.
+    """
     scene = _scene(scene)
     provenance = dict(result.get("provenance_data") or {})
     if not provenance and result.get("provenance") and Path(result["provenance"]).is_file():
@@ -627,7 +614,8 @@ def load_generation_result(result: dict[str, Any], scene: Any | None = None) -> 
         scene.RemoveNode(volume)
         raise
     segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-    segmentation.CreateClosedSurfaceRepresentation()
+    if surfaces:
+        segmentation.CreateClosedSurfaceRepresentation()
     segmentation.GetDisplayNode().SetVisibility3D(True)
     show_as_ct(volume)
     attributes = provenance_attributes(provenance)
@@ -636,10 +624,26 @@ def load_generation_result(result: dict[str, Any], scene: Any | None = None) -> 
         for key, value in attributes.items():
             node.SetAttribute(key, value)
     segmentation.SetNodeReferenceID("referenceImageGeometryRef", volume.GetID())
-    study = new_synthetic_study(seed, model, scene)
+    study = study_item if study_item else new_synthetic_study(seed, model, scene)
     place_in_study(volume, study, scene)
     place_in_study(segmentation, study, scene)
-    return GenerationNodes(volume, segmentation, study, synthetic_patient_item(scene))
+    sh = subject_hierarchy(scene)
+    return GenerationNodes(volume, segmentation, study, sh.GetItemParent(study))
+
+
+def load_inpaint_result(result: dict[str, Any], source_volume: Any, scene: Any | None = None,
+                        surfaces: bool = True) -> GenerationNodes:
+    """The inpainted CT as a new volume beside its source, in the source's study (the source is never modified).
+
+    A source outside any study (a file loaded by hand) gets a new synthetic study, as a generation does.
+    """
+    nodes = load_generation_result(result, scene, study_item=study_of(source_volume, scene), surfaces=surfaces)
+    seed = nodes.volume.GetAttribute(ATTRIBUTE_PREFIX + "seed")
+    nodes.volume.SetName(f"{source_volume.GetName()} inpainted seed {seed}")
+    nodes.segmentation.SetName(f"{source_volume.GetName()} inpainted seed {seed} labels")
+    for node in (nodes.volume, nodes.segmentation):
+        node.SetAttribute(ATTRIBUTE_PREFIX + "inpaintedFrom", source_volume.GetID())
+    return nodes
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -657,7 +661,7 @@ def export_nifti(volume_node: Any, segmentation_node: Any | None, out_dir: str |
         try:
             paths["labels"] = write_volume_file(labelmap, out_dir / f"{stem}_labels.nii.gz")
         finally:
-            _remove_with_display(labelmap)
+            remove_with_display(labelmap)
     provenance = volume_node.GetAttribute(ATTRIBUTE_PREFIX + "provenance")
     if provenance:
         target = out_dir / f"{stem}_provenance.json"
@@ -672,25 +676,13 @@ def _safe_stem(name: str) -> str:
     return cleaned or "maisi"
 
 
-def _remove_with_display(node: Any) -> None:
-    """Remove a temporary node with its display and storage nodes, leaving no orphans in the scene."""
-    scene = node.GetScene()
-    if scene is None:
-        return
-    attached = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())] + [node.GetStorageNode()]
-    scene.RemoveNode(node)
-    for other in attached:
-        if other is not None:
-            scene.RemoveNode(other)
-
-
 def temporary_labelmap_file(segmentation_node: Any, reference_volume: Any | None, folder: str | Path) -> Path:
     """Write a segmentation as the MAISI label map file a generate job reads."""
     labelmap = segmentation_to_labelmap(segmentation_node, reference_volume=reference_volume)
     try:
         return write_volume_file(labelmap, Path(folder) / "input_labels.nii.gz")
     finally:
-        _remove_with_display(labelmap)
+        remove_with_display(labelmap)
 
 
 def labelmap_volume_file(labelmap_node: Any, folder: str | Path) -> Path:
@@ -703,4 +695,5 @@ def labelmap_volume_file(labelmap_node: Any, folder: str | Path) -> Path:
             "convert it to a segmentation and name the segments after MAISI labels",
         )
     return write_volume_file(labelmap_node, Path(folder) / "input_labels.nii.gz")
+
 

@@ -161,7 +161,7 @@ class WeightsSummary:
 def weights_summary(model: str) -> WeightsSummary:
     """Whether a model's weight files are on this machine (no hashing: fast enough for a combo box)."""
     from MAISIEngine.presets import load_preset
-    from MAISIEngine.weights import weights_status
+    from MAISIEngine.weights.resolve import weights_status  # a contract module: no filelock, tqdm or torch
 
     try:
         preset = load_preset(model)

@@ -1,0 +1,95 @@
+"""What the module panel shows before anything runs: button states, weight status, setting checks.
+
+Pure logic, so that it can be tested without Qt, and so that a fresh Slicer (no engine packages yet)
+computes it: it imports only the engine's contract modules (see `boundary`). The widget copies the
+returned `PanelState` onto its widgets and adds nothing of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from MAISIEngine.errors import MaisiError
+from MAISIEngine.presets import load_preset
+
+from . import params
+
+INPUT_TEMPLATE = "Phantom template"
+INPUT_SEGMENTATION = "Segmentation"
+INPUT_LABELMAP = "Label map volume"
+INPUT_KINDS = (INPUT_TEMPLATE, INPUT_SEGMENTATION, INPUT_LABELMAP)
+
+
+@dataclass(frozen=True)
+class PanelInputs:
+    """The choices the panel state depends on (node selections reduced to 'chosen or not')."""
+
+    model: str
+    input_kind: str = INPUT_TEMPLATE
+    has_input_segmentation: bool = False
+    has_input_labelmap: bool = False
+    size: tuple[int, int, int] = (128, 128, 128)
+    spacing: tuple[float, float, float] = (3.0, 3.0, 3.0)
+    on_server: bool = False
+    busy: bool = False
+    has_tumor_volume: bool = False
+    has_tumor_segmentation: bool = False
+    has_export_volume: bool = False
+
+
+@dataclass(frozen=True)
+class PanelState:
+    show_input_segmentation: bool
+    show_input_labelmap: bool
+    field_of_view: str
+    size_check_text: str
+    size_check_is_error: bool
+    server_widgets_enabled: bool
+    weights: params.WeightsSummary
+    download_enabled: bool
+    edit_phantom_enabled: bool
+    generate_enabled: bool
+    generate_tooltip: str
+    add_tumor_enabled: bool
+    inpaint_enabled: bool
+    export_enabled: bool
+    check: params.SettingsCheck = field(default_factory=params.SettingsCheck)
+
+
+def check_settings(model: str, size: tuple[int, int, int], spacing: tuple[float, float, float]) -> params.SettingsCheck:
+    """The engine's size and spacing checks for a model; an unknown model is an error, not an exception."""
+    try:
+        preset = load_preset(model)
+    except MaisiError as exc:
+        return params.SettingsCheck(errors=[exc.one_line()])
+    return params.check_size_and_spacing(preset, size, spacing)
+
+
+def panel_state(inputs: PanelInputs) -> PanelState:
+    """Everything the panel shows for `inputs`; never raises for a bad model name or size."""
+    check = check_settings(inputs.model, inputs.size, inputs.spacing)
+    if inputs.on_server:
+        weights = params.WeightsSummary(True, False, "weights on the server")
+    else:
+        weights = params.weights_summary(inputs.model)
+    kind = inputs.input_kind
+    input_ready = (kind == INPUT_TEMPLATE or (kind == INPUT_SEGMENTATION and inputs.has_input_segmentation)
+                   or (kind == INPUT_LABELMAP and inputs.has_input_labelmap))
+    busy = inputs.busy
+    return PanelState(
+        show_input_segmentation=kind == INPUT_SEGMENTATION,
+        show_input_labelmap=kind == INPUT_LABELMAP,
+        field_of_view=params.field_of_view_text(inputs.size, inputs.spacing),
+        size_check_text="\n".join(check.errors) if check.errors else "\n".join(check.warnings),
+        size_check_is_error=bool(check.errors),
+        server_widgets_enabled=inputs.on_server,
+        weights=weights,
+        download_enabled=weights.downloadable and not weights.ready and not busy,
+        edit_phantom_enabled=not busy,
+        generate_enabled=not busy and input_ready and check.ok,
+        generate_tooltip=check.text() or "Generate a synthetic CT from the label map",
+        add_tumor_enabled=inputs.has_tumor_segmentation,
+        inpaint_enabled=not busy and inputs.has_tumor_volume and inputs.has_tumor_segmentation,
+        export_enabled=inputs.has_export_volume and not busy,
+        check=check,
+    )
