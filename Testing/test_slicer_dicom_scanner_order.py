@@ -206,3 +206,21 @@ def test_written_slices_get_the_attributes_slicers_exporter_cannot_set(tmp_path,
         assert (ds.AcquisitionDate, ds.AcquisitionTime) == ("20261205", "070000")
         assert np.array_equal(ds.pixel_array.ravel(), np.arange(6))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["IMG0.dcm", "IMG1.dcm"]  # no temporary files left
+
+
+def test_the_exporter_is_given_the_synthetic_markers_and_dates_it_passes_on(slicer_scene):
+    """Only the tags DICOMScalarVolumePlugin.export reads reach the files; these are the ones it reads."""
+    from datetime import datetime, timezone
+
+    from MAISISynthLib import dicom_export, mrml
+
+    tags = dicom_export.exporter_tags("Synthetic study seed 7, model demo", "7", "demo",
+                                      now=datetime(2026, 12, 5, 7, 30, 15, tzinfo=timezone.utc))
+    assert tags["PatientName"] == mrml.PATIENT_NAME and tags["PatientID"] == mrml.PATIENT_ID
+    assert tags["PatientComments"] == dicom_export.DERIVATION_DESCRIPTION
+    assert tags["StudyDescription"] == "Synthetic study seed 7, model demo"
+    assert tags["SeriesDescription"] == "SYNTHETIC CT MAISI demo seed 7"
+    for name in ("StudyDate", "SeriesDate", "ContentDate"):
+        assert tags[name] == "20261205"
+    for name in ("StudyTime", "SeriesTime", "ContentTime"):
+        assert tags[name] == "073015"

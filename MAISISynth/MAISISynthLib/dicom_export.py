@@ -169,6 +169,7 @@ def exporter_tags(study_description: str, seed: str, model: str, now: datetime |
         constants.GetDICOMPatientIDTagName(): mrml.PATIENT_ID,
         constants.GetDICOMPatientCommentsTagName(): DERIVATION_DESCRIPTION,
         constants.GetDICOMStudyDescriptionTagName(): study_description,
+        constants.GetDICOMStudyDateTagName(): date, constants.GetDICOMStudyTimeTagName(): time,
         "SeriesDescription": f"SYNTHETIC CT MAISI {model} seed {seed}",
         "Manufacturer": "MAISISynth (synthetic image)",
         "Model": f"MAISI {model}",
