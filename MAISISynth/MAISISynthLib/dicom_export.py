@@ -152,6 +152,7 @@ def scanner_order_copy(volume: Any) -> Iterator[Any]:
 
 
 def vtk_ijk_to_ras(volume: Any) -> np.ndarray:
+    """A volume node's IJKToRAS as a numpy 4x4 (its parent transform is not applied)."""
     import vtk
 
     matrix = vtk.vtkMatrix4x4()
