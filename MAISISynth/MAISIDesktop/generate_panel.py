@@ -1,4 +1,5 @@
-"""Generation and inpainting settings, weights status, progress and Cancel.
+"""Generation and inpainting settings, weights status, and the progress bar, stage and Cancel widgets
+(which the main window shows in its status area, always on screen).
 
 The checks come from `MAISISynthLib.params` (the engine's own size rules and training ranges), so a
 size the model cannot take is flagged beside the spin boxes, as in the Slicer module.
@@ -195,7 +196,6 @@ class GeneratePanel(QtWidgets.QWidget):
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.generate_button)
         buttons.addWidget(self.inpaint_button)
-        buttons.addWidget(self.cancel_button)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(compute_box)
@@ -203,9 +203,10 @@ class GeneratePanel(QtWidgets.QWidget):
         layout.addWidget(grid_box)
         layout.addWidget(inpaint_box)
         layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.stage_label)
         layout.addStretch(1)
+        # progress, stage_label and cancel_button are shown by the window's always-visible status area
+        for form in (model_form, compute_form, grid_form, inpaint_form):
+            form.setRowWrapPolicy(QtWidgets.QFormLayout.WrapLongRows)
 
         self.source_combo.currentTextChanged.connect(lambda _t: self._sync_enabled())
         self.use_mask_grid.toggled.connect(lambda _b: (self._sync_enabled(), self._check()))
