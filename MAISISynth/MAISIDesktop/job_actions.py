@@ -187,7 +187,14 @@ class JobActionsMixin:
         previous = self._job_document if self._job_document is not None else self.document
         document = Document(study)
         same_grid = previous is not None and previous.study.shape == study.shape
-        if same_grid and np.array_equal(previous.study.labels, study.labels):
+        same_labels = same_grid and np.array_equal(previous.study.labels, study.labels)
+        current = self.document
+        if current is not None and not (current is previous and same_labels):
+            # Edits made while the job ran (or another file opened since) would be replaced.
+            if not self.confirm_discard("opening the run's result (it stays in the History tab either way)"):
+                self.statusBar().showMessage("The result is kept in the History tab", 8000)
+                return False
+        if same_labels:
             document.take_over(previous)
         if same_grid and kind == "inpaint" and previous.study.ct is not None:
             document.before_ct = previous.study.ct
