@@ -626,7 +626,8 @@ def test_phantom_template_overlay_colours_in_axial_view(window, qtbot):
     assert len(body)
 
 
-def test_screenshot_of_main_window_shows_ct_overlay_and_3d(window, qtbot, tmp_path):
+def test_screenshot_mid_generation_shows_ct_overlay_3d_and_progress(window, qtbot, tmp_path):
+    """The README screenshot: a phantom with its CT, a generation running, its progress on screen."""
     screen = QtWidgets.QApplication.primaryScreen().geometry()
     if screen.width() < 1400 or screen.height() < 900:
         pytest.skip("the screenshot needs a screen of at least 1400 x 900 (set xvfb_width/xvfb_height)")
@@ -638,8 +639,17 @@ def test_screenshot_of_main_window_shows_ct_overlay_and_3d(window, qtbot, tmp_pa
     window.set_overlay_opacity(0.45)
     ijk = interior_voxel(labels, LIVER)
     window.set_crosshair(ijk)
+    panel = window.generate_panel
+    panel.set_model("demo")  # the shipped model, on the phantom's own grid (within its training range)
+    assert panel.uses_mask_grid() and panel.size == (128, 128, 96)
+    panel.steps.setValue(40)
+    panel.device_combo.setCurrentText("cpu")
+    assert window.start_generate(), window.last_error
+    qtbot.waitUntil(lambda: "Sampling" in panel.stage_label.text() and panel.progress.value() >= 20,
+                    timeout=JOB_TIMEOUT_MS)
     QtWidgets.QApplication.processEvents()
     path = window.save_screenshot(tmp_path / "desktop_main.png")
+    window.cancel_job()
     grabbed = QtGui.QImage(str(path))
     assert grabbed.width() >= 1400
     axial = window.views["axial"]
@@ -648,6 +658,14 @@ def test_screenshot_of_main_window_shows_ct_overlay_and_3d(window, qtbot, tmp_pa
     colour = QtGui.QColor(grabbed.pixel(offset.x() + col + 2, offset.y() + row + 2))
     rendered = axial.capture()[row + 2, col + 2]
     assert_colour((colour.red(), colour.green(), colour.blue()), rendered, "screen grab vs render window")
+    # The progress bar is in the picture: its filled part shows the style's highlight colour.
+    bar = panel.progress
+    corner = bar.mapTo(window, QtCore.QPoint(0, 0))
+    assert QtCore.QRect(0, 0, grabbed.width(), grabbed.height()).contains(QtCore.QRect(corner, bar.size()))
+    highlight = bar.palette().color(QtGui.QPalette.Highlight)
+    row_pixels = [QtGui.QColor(grabbed.pixel(corner.x() + x, corner.y() + bar.height() // 2)) for x in range(2, 40)]
+    assert any(abs(c.red() - highlight.red()) + abs(c.green() - highlight.green()) + abs(c.blue() - highlight.blue())
+               < 60 for c in row_pixels), "no filled progress in the screenshot"
     if os.environ.get("MAISI_UPDATE_SCREENSHOTS"):
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, SCREENSHOT)
