@@ -199,7 +199,8 @@ def test_progress_and_cancel_are_inside_the_window_and_the_panel_needs_no_horizo
     QtWidgets.QApplication.processEvents()
     rect = window.rect()
     panel = window.generate_panel
-    for widget in (panel.progress, panel.stage_label, panel.cancel_button):
+    for widget in (panel.progress, panel.stage_label, panel.cancel_button, panel.generate_button,
+                   panel.inpaint_button):
         assert widget.isVisible()
         top_left = widget.mapTo(window, QtCore.QPoint(0, 0))
         box = QtCore.QRect(top_left, widget.size())
@@ -482,7 +483,7 @@ def test_export_writes_provenance_and_never_overwrites_silently(window, qtbot, t
 def test_help_menu_lists_the_shortcuts_and_links_the_guide(window):
     menus = {a.text(): a.menu() for a in window.menuBar().actions()}
     help_items = [a.text() for a in menus["&Help"].actions()]
-    assert help_items == ["&Keyboard shortcuts", "User &guide (online)", "&About MAISI Desktop"]
+    assert help_items == ["&Keyboard shortcuts", "User &guide", "&About MAISI Desktop"]
     dialog = window.show_shortcuts()
     table = dialog.findChild(QtWidgets.QTableWidget, "shortcutsTable")
     rows = {table.item(r, 1).text(): table.item(r, 0).text() for r in range(table.rowCount())}

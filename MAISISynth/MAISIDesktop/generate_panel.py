@@ -193,7 +193,10 @@ class GeneratePanel(QtWidgets.QWidget):
         inpaint_form = QtWidgets.QFormLayout(inpaint_box)
         inpaint_form.addRow("Tumor type", self.tumor_type)
         inpaint_form.addRow("Margin", self.margin)
-        buttons = QtWidgets.QHBoxLayout()
+        self.run_buttons = QtWidgets.QWidget()  # placed by the window under the scrolled settings
+        self.run_buttons.setObjectName("runButtons")
+        buttons = QtWidgets.QHBoxLayout(self.run_buttons)
+        buttons.setContentsMargins(0, 4, 0, 0)
         buttons.addWidget(self.generate_button)
         buttons.addWidget(self.inpaint_button)
         layout = QtWidgets.QVBoxLayout(self)
@@ -202,7 +205,6 @@ class GeneratePanel(QtWidgets.QWidget):
         layout.addWidget(model_box)
         layout.addWidget(grid_box)
         layout.addWidget(inpaint_box)
-        layout.addLayout(buttons)
         layout.addStretch(1)
         # progress, stage_label and cancel_button are shown by the window's always-visible status area
         for form in (model_form, compute_form, grid_form, inpaint_form):

@@ -30,7 +30,7 @@ from MAISIDesktop.history import HistoryPanel, read_history
 from MAISIDesktop.job_actions import JobActionsMixin
 from MAISIDesktop.job_controller import JobController
 from MAISIDesktop.legend import LegendPanel
-from MAISIDesktop.menus import GUIDE_URL, build_menus, build_view_toolbar, shortcuts_dialog
+from MAISIDesktop.menus import build_menus, build_view_toolbar, shortcuts_dialog
 from MAISIDesktop.overlay import (
     CUSTOM_PRESET,
     DEFAULT_PRESET,
@@ -150,7 +150,12 @@ class MainWindow(FileActionsMixin, JobActionsMixin, QtWidgets.QMainWindow):
         scroll.setMinimumWidth(self.generate_panel.minimumSizeHint().width()
                                + scroll.verticalScrollBar().sizeHint().width() + 4)
         self.generate_scroll = scroll
-        tabs.addTab(scroll, "Generate")
+        generate_tab = QtWidgets.QWidget()
+        generate_layout = QtWidgets.QVBoxLayout(generate_tab)
+        generate_layout.setContentsMargins(0, 0, 0, 0)
+        generate_layout.addWidget(scroll, 1)
+        generate_layout.addWidget(self.generate_panel.run_buttons)  # Generate / Inpaint never scroll away
+        tabs.addTab(generate_tab, "Generate")
         tabs.addTab(self.history, "History")
         self.side_tabs = tabs
         self._add_dock("Generation", tabs, QtCore.Qt.RightDockWidgetArea)
@@ -559,4 +564,4 @@ class MainWindow(FileActionsMixin, JobActionsMixin, QtWidgets.QMainWindow):
         show_info(self, "About MAISI Desktop",
                   "MAISI Desktop draws and edits MAISI label maps and generates synthetic CT from them with "
                   "NVIDIA's MAISI networks. Every CT it makes is SYNTHETIC, not a patient image.\n\n"
-                  f"User guide: {GUIDE_URL}")
+                  "Help > User guide opens docs/desktop.md; Help > Keyboard shortcuts lists the keys.")

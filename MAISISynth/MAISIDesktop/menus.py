@@ -6,6 +6,7 @@ list, so the table cannot drift from what the keys do.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from PyQt5 import QtCore, QtGui, QtWidgets
@@ -15,8 +16,25 @@ from MAISIDesktop.overlay import CUSTOM_PRESET, DEFAULT_PRESET, WINDOW_PRESETS
 if TYPE_CHECKING:
     from MAISIDesktop.main_window import MainWindow
 
-GUIDE_URL = "https://github.com/MAISISynth/MAISISynth/blob/main/docs/desktop.md"
-"""The user guide (docs/desktop.md in the repository)."""
+GUIDE_FILE = Path(__file__).resolve().parents[2] / "docs" / "desktop.md"
+"""The user guide: docs/desktop.md of the MAISISynth sources (present in a source checkout)."""
+
+
+def guide_url() -> QtCore.QUrl | None:
+    return QtCore.QUrl.fromLocalFile(str(GUIDE_FILE)) if GUIDE_FILE.is_file() else None
+
+
+def guide_text() -> str:
+    url = guide_url()
+    if url is None:
+        return "The user guide is docs/desktop.md in the MAISISynth sources."
+    return f'The user guide: <a href="{url.toString()}">{GUIDE_FILE}</a>'
+
+
+def open_guide(win: QtWidgets.QMainWindow) -> None:
+    url = guide_url()
+    if url is None or not QtGui.QDesktopServices.openUrl(url):
+        QtWidgets.QMessageBox.information(win, "User guide", guide_text())
 
 VIEW_SHORTCUTS = (
     ("Mouse wheel, Up / Down", "Next / previous slice (every view follows)"),
@@ -87,8 +105,7 @@ def build_menus(win: "MainWindow") -> None:
     help_menu = bar.addMenu("&Help")
     add_action(win, help_menu, "&Keyboard shortcuts", win.show_shortcuts, QtGui.QKeySequence.HelpContents,
                "shortcuts")
-    add_action(win, help_menu, "User &guide (online)", lambda: QtGui.QDesktopServices.openUrl(QtCore.QUrl(GUIDE_URL)),
-               name="guide")
+    add_action(win, help_menu, "User &guide", lambda: open_guide(win), name="guide")
     add_action(win, help_menu, "&About MAISI Desktop", win.show_about, name="about")
     win.study_actions = [win.save_action, win.save_as_action, win.export_nifti_action, win.dicom_action,
                          win.screenshot_action]
@@ -121,7 +138,7 @@ def shortcuts_dialog(win: QtWidgets.QMainWindow) -> QtWidgets.QDialog:
         table.setItem(row, 1, QtWidgets.QTableWidgetItem(text))
     table.resizeColumnsToContents()
     table.horizontalHeader().setStretchLastSection(True)
-    guide = QtWidgets.QLabel(f'The user guide: <a href="{GUIDE_URL}">{GUIDE_URL}</a>')
+    guide = QtWidgets.QLabel(guide_text())
     guide.setOpenExternalLinks(True)
     buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.Close)
     buttons.rejected.connect(dialog.reject)
