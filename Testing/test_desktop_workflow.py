@@ -7,10 +7,9 @@ Questions are answered by pressing the dialog's real buttons once it is on scree
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
-import hashlib
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

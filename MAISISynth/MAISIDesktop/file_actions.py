@@ -39,7 +39,9 @@ class FileActionsMixin:
     """Off only when a test ends and its window is closed by the test framework."""
 
     # -- questions --------------------------------------------------------------------------------
-    def _question(self, name: str, text: str, informative: str, buttons, default) -> Button:
+    def _question(self, name: str, text: str, informative: str, buttons, default
+                  ) -> tuple[QtWidgets.QMessageBox, int]:
+        """A modal question (its object name lets tests find it); returns the box and the button pressed."""
         box = QtWidgets.QMessageBox(self)
         box.setObjectName(name)
         box.setIcon(QtWidgets.QMessageBox.Warning)
@@ -303,7 +305,7 @@ class FileActionsMixin:
     # -- closing ----------------------------------------------------------------------------------
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802
         """Quit (Ctrl+Q) and the window's close button both come here: ask before losing anything."""
-        if not self.confirm_stop_job("quitting") or not self.confirm_discard("quitting"):
+        if not self.confirm_discard("quitting") or not self.confirm_stop_job("quitting"):
             event.ignore()
             return
         if self.jobs.is_running():

@@ -102,6 +102,7 @@ class MainWindow(FileActionsMixin, JobActionsMixin, QtWidgets.QMainWindow):
         self.error_dialog: QtWidgets.QMessageBox | None = None
         self._label_image = None
         self._ct_image = None
+        self._before_image = None
         self._readout_ijk: np.ndarray | None = None
         self._job_kind = ""
         self._job_started = 0.0
