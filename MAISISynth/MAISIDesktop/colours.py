@@ -17,6 +17,10 @@ import numpy as np
 from MAISIEngine import labels as maisi_labels
 
 UNKNOWN_COLOUR = (255, 255, 255)
+SLICER_COLOURED_IDS = frozenset({1, 3, 4, 5, 6, 7, 10, 12, 14, 15, 19, 22, 23, 24, 26, 27, 57, 62, 115, 121, 122, 128,
+                                 maisi_labels.BODY})
+"""Labels with a hand-picked colour in `MAISIEngine.labels.color_of`: 3D Slicer's anatomy colours for
+organs, vivid reds and magentas for tumors; the others get a stable hue there, a distinct colour here."""
 MIN_DISTANCE_TO_KEEP = 15.0
 """A Slicer colour closer than this to one already given (e.g. stomach to liver) is replaced."""
 
@@ -51,9 +55,8 @@ def colour_table() -> dict[int, tuple[int, int, int]]:
     ids = sorted(i for i in maisi_labels.valid_ids() if i != 0)
     table: dict[int, tuple[int, int, int]] = {0: (0, 0, 0)}
     used: set[tuple[int, int, int]] = set()
-    fixed = getattr(maisi_labels, "_FIXED_COLORS", {})
     for label_id in ids:  # Slicer's colours first, each given once
-        colour = fixed.get(label_id)
+        colour = maisi_labels.color_of(label_id) if label_id in SLICER_COLOURED_IDS else None
         if colour is not None and all(colour_distance(colour, other) >= MIN_DISTANCE_TO_KEEP for other in used):
             table[label_id] = tuple(int(v) for v in colour)  # type: ignore[assignment]
             used.add(table[label_id])
