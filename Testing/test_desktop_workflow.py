@@ -173,7 +173,7 @@ def test_quit_during_a_run_asks_and_cancel_keeps_the_run(window, qtbot, tmp_path
     assert quit_action.shortcut() == QtGui.QKeySequence(QtGui.QKeySequence.Quit)  # Ctrl+Q
 
     asked = answer_next_dialog("runningJobDialog", Button.Cancel)
-    quit_action.trigger()  # what Ctrl+Q does (synthetic key events do not reach Qt's shortcut map here)
+    quit_action.trigger()  # what Ctrl+Q does (a synthetic Ctrl+Q key press did not reach the action under Xvfb)
     assert asked and "still running" in asked[0]
     assert window.isVisible() and job.is_running()
     # The run goes on and keeps reporting.
