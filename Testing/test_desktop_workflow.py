@@ -527,3 +527,33 @@ def test_damaged_gzip_and_a_ct_opened_as_labels_get_their_own_messages(window, t
     assert "looks like a CT" in message and "-1000" in message
     assert "Open CT" in hint
     assert window.study is None and window.start_screen.isVisible()
+
+
+def test_eraser_peels_one_layer_per_stroke_and_undo_restores_the_layers():
+    from MAISIDesktop import painting
+
+    labels = np.asfortranarray(np.full((5, 5, 5), BODY, dtype=np.uint8))
+    beneath = painting.initial_beneath(labels)
+    stack = painting.UndoStack()
+    centre = (2, 2, 2)
+
+    def stroke(label: int, erase: bool = False) -> None:
+        one = painting.Stroke(labels, (1.0, 1.0, 1.0), label, 0.5, erase=erase, beneath=beneath,
+                              keep_tumor_in_host=False)
+        one.dab(centre)
+        one.dab(centre)  # a second dab on the same voxel in the same stroke
+        stack.push(one.finish())
+
+    stroke(LIVER)
+    stroke(HEPATIC_TUMOR)
+    assert labels[centre] == HEPATIC_TUMOR and beneath[centre] == LIVER
+    peeled = []
+    for _ in range(3):
+        stroke(0, erase=True)
+        peeled.append(int(labels[centre]))
+    assert peeled == [LIVER, BODY, 0]
+    for expected in (BODY, LIVER, HEPATIC_TUMOR):
+        stack.undo(labels, beneath)
+        assert labels[centre] == expected
+    stroke(0, erase=True)
+    assert labels[centre] == LIVER  # the layers came back with undo
