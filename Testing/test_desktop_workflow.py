@@ -256,6 +256,12 @@ def test_scrolling_axial_moves_the_cursor_in_every_view(window, qtbot, torso_fil
     coronal.canvas.setFocus()
     qtbot.keyClick(coronal.canvas, QtCore.Qt.Key_Down)
     assert tuple(window.crosshair) == (30, 11, 10) and axial.crosshair[1] == 11
+    # Right in the axial view moves the cursor towards the screen's right: the patient's left (-i).
+    axial.canvas.setFocus()
+    qtbot.keyClick(axial.canvas, QtCore.Qt.Key_Right)
+    assert tuple(window.crosshair) == (29, 11, 10) and sagittal.slice_index == 29 and coronal.crosshair[0] == 29
+    qtbot.keyClick(axial.canvas, QtCore.Qt.Key_Left)
+    assert tuple(window.crosshair) == (30, 11, 10)
     # Position in mm and voxel, in the view header and the status bar.
     world = window.study.world_of((30, 11, 10))
     assert axial.position_label.text().startswith(f"S {world[2]:.1f} mm") and "k 10 / 31" in axial.position_label.text()

@@ -39,6 +39,7 @@ def open_guide(win: QtWidgets.QMainWindow) -> None:
 VIEW_SHORTCUTS = (
     ("Mouse wheel, Up / Down", "Next / previous slice (every view follows)"),
     ("Page Up / Page Down", "Ten slices on"),
+    ("Left / Right", "Move the cursor one voxel to that side of the screen"),
     ("Left click (Navigate) or Shift+click", "Move the linked cursor there"),
     ("Ctrl + left drag", "Window (left-right) and level (up-down)"),
     ("Right drag / Ctrl + wheel", "Zoom"),

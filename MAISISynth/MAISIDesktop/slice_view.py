@@ -466,8 +466,18 @@ class SliceView(QtWidgets.QWidget):
             int(QtCore.Qt.Key_Up): 1, int(QtCore.Qt.Key_Down): -1,
             int(QtCore.Qt.Key_PageUp): 10, int(QtCore.Qt.Key_PageDown): -10,
         }
+        sideways = {int(QtCore.Qt.Key_Left): -1, int(QtCore.Qt.Key_Right): 1}
         if key in moves:
             self._on_wheel(moves[key], 0)
+        elif key in sideways and self.shape is not None:
+            # Left/Right move the cursor one voxel towards that side of the screen, within the slice.
+            direction, up = (np.asarray(v, dtype=float) for v in CAMERA[self.orientation])
+            right = np.cross(direction, up)
+            axis = int(np.argmax(np.abs(right)))
+            target = np.asarray(self.crosshair, dtype=float).copy()
+            target[self.axis] = self.slice_index
+            target[axis] = np.clip(target[axis] + sideways[key] * np.sign(right[axis]), 0, self.shape[axis] - 1)
+            self.positionPicked.emit(target)
         elif key == int(QtCore.Qt.Key_R):
             self.fit()
             self.canvas.draw()
