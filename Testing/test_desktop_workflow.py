@@ -486,6 +486,23 @@ def test_export_writes_provenance_and_never_overwrites_silently(window, qtbot, t
     assert np.asarray(nib.load(str(paths[1])).dataobj)[20, 20, 16] == HEPATIC_TUMOR
 
 
+def test_dicom_export_into_a_folder_with_files_asks_first(window, tmp_path, torso_files):
+    pytest.importorskip("highdicom")
+    assert window.load_ct_file(torso_files["ct"], torso_files["labels"])
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    asked = answer_next_dialog("overwriteDialog", Button.No)
+    assert window.export_dicom_into(folder) is None
+    assert asked and "not empty" in asked[0]
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    answer_next_dialog("overwriteDialog", Button.Yes)
+    assert window.export_dicom_into(folder) is not None
+    names = sorted(p.name for p in folder.iterdir())
+    assert "SEG.dcm" in names and len([n for n in names if n.startswith("CT_")]) == window.study.shape[2]
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
 def test_help_menu_lists_the_shortcuts_and_links_the_guide(window):
     menus = {a.text(): a.menu() for a in window.menuBar().actions()}
     help_items = [a.text() for a in menus["&Help"].actions()]

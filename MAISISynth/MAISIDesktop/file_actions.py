@@ -272,17 +272,20 @@ class FileActionsMixin:
             self.report_error("DICOM export needs a CT", "generate or open a CT first")
             return
         directory = QtWidgets.QFileDialog.getExistingDirectory(self, "Export DICOM into folder")
-        if not directory:
-            return
-        if any(Path(directory).iterdir()):
-            _box, answer = self._question("overwriteDialog", f"The folder {directory} is not empty.",
+        if directory and self.export_dicom_into(directory) is not None:
+            show_info(self, "Exported", f"DICOM CT + SEG written to {directory}")
+
+    def export_dicom_into(self, directory: str | Path) -> Any:
+        """DICOM export with a question first when the folder already holds files."""
+        folder = Path(directory)
+        if folder.is_dir() and any(folder.iterdir()):
+            _box, answer = self._question("overwriteDialog", f"The folder {folder} is not empty.",
                                           "Write the DICOM series into it anyway? Files of the same names are replaced.",
                                           Button.Yes | Button.No, Button.No)
             if answer != Button.Yes:
-                return
-        result = self._guarded(self.export_dicom, directory)
-        if result is not None:
-            show_info(self, "Exported", f"DICOM CT + SEG written to {directory}")
+                self.statusBar().showMessage("Export cancelled: nothing was written", 6000)
+                return None
+        return self._guarded(self.export_dicom, folder)
 
     def save_screenshot(self, path: str | Path) -> Path:
         """The whole window as PNG, read from the screen (VTK views included), written atomically."""
