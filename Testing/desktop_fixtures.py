@@ -61,6 +61,12 @@ def pixel_at(view, ijk) -> np.ndarray:
     return image[row, col].astype(int)
 
 
+def _closing_after_test(win) -> None:
+    win.ask_before_discarding = False
+    if win.jobs.is_running():
+        win.jobs.cancel()
+
+
 def open_main_window(qtbot, tmp_path: Path):
     """The real main window, shown on the Xvfb screen, with a settings file of the test's own (so the
     user's saved Compute choice cannot reach the tests); cancels a job left running at the end."""
@@ -72,12 +78,34 @@ def open_main_window(qtbot, tmp_path: Path):
     runner = JobRunner(env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     settings = QtCore.QSettings(str(tmp_path / "maisi-desktop.ini"), QtCore.QSettings.IniFormat)
     win = MainWindow(runs_dir=tmp_path / "runs", runner=runner, settings=settings)
-    qtbot.addWidget(win)
+    # pytest-qt closes the window before fixtures end: nothing to ask then (and no job left running).
+    qtbot.addWidget(win, before_close_func=_closing_after_test)
     geometry = QtWidgets.QApplication.primaryScreen().availableGeometry()
     win.resize(min(1500, geometry.width()), min(950, geometry.height()))
     win.move(geometry.topLeft())
     win.show()
     qtbot.waitExposed(win)
     yield win
-    if win.jobs.is_running():
-        win.jobs.cancel()
+    _closing_after_test(win)
+
+
+def answer_next_dialog(name: str, button, seen: list | None = None, delay_ms: int = 50) -> list:
+    """Press `button` (a QMessageBox.StandardButton) in the next modal dialog named `name`, once it is
+    on screen; the dialog's text is appended to the returned list, so a test can check it was asked."""
+    from PyQt5 import QtCore, QtWidgets
+
+    seen = [] if seen is None else seen
+    tries = [int(20_000 / delay_ms)]  # give up after 20 s: the test then fails on what it checks
+
+    def answer() -> None:
+        dialog = QtWidgets.QApplication.activeModalWidget()
+        if dialog is None or dialog.objectName() != name or not dialog.isVisible():
+            tries[0] -= 1
+            if tries[0] > 0:
+                QtCore.QTimer.singleShot(delay_ms, answer)
+            return
+        seen.append(dialog.text() + "\n" + dialog.informativeText())
+        dialog.button(button).click()
+
+    QtCore.QTimer.singleShot(delay_ms, answer)
+    return seen

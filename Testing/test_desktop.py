@@ -30,6 +30,7 @@ from desktop_fixtures import (  # noqa: E402
 )
 from MAISIEngine import labels as maisi_labels  # noqa: E402
 from MAISIDesktop import painting  # noqa: E402
+from MAISIDesktop.colours import colour_of  # noqa: E402
 from MAISIDesktop.dialogs import PhantomSettings  # noqa: E402
 from MAISIDesktop.overlay import WINDOW_PRESETS, grey_of  # noqa: E402
 
@@ -92,17 +93,22 @@ def prepare_generation(window, model: Path, mask: Path, steps: int) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_main_window_opens_with_three_slice_views_and_3d(window):
+def test_main_window_opens_with_start_screen_then_three_slice_views_and_3d(window, torso_files):
     assert window.isVisible()
     assert set(window.views) == {"axial", "sagittal", "coronal"}
+    # Nothing loaded: the start screen says what to do first; the views come with the first study.
+    assert window.start_screen.isVisible()
+    assert [b.text() for b in window.start_screen.buttons.values()] == [
+        "Open a label map...", "Start from a template...", "Open a CT to inpaint..."]
+    assert not window.views["axial"].canvas.isVisible()
+    menus = [a.text() for a in window.menuBar().actions()]
+    assert menus == ["&File", "&Edit", "&View", "&Help"]
+    assert window.load_label_file(torso_files["labels"])
+    assert not window.start_screen.isVisible()
     for view in (*window.views.values(), window.volume_view):
         assert view.canvas.isVisible() and view.canvas.winId()
-    menus = [a.text() for a in window.menuBar().actions()]
-    assert menus == ["&File", "&Edit"]
-    # Nothing loaded: the axial view renders its black background.
     image = window.views["axial"].capture()
     assert image.shape[0] > 100 and image.shape[1] > 100
-    assert image.max() == 0
 
 
 def test_label_map_overlay_colours_at_expected_pixels(window, torso_files):
@@ -115,14 +121,14 @@ def test_label_map_overlay_colours_at_expected_pixels(window, torso_files):
         ijk = interior_voxel(labels, label)
         window.set_crosshair(ijk)
         assert axial.slice_index == ijk[2]
-        assert_colour(pixel_at(axial, ijk), maisi_labels.color_of(label), maisi_labels.name_of(label))
+        assert_colour(pixel_at(axial, ijk), colour_of(label), maisi_labels.name_of(label))
     # Outside the body there is no overlay (background is transparent over the black view).
     assert_colour(pixel_at(axial, (0, 0, axial.slice_index)), (0, 0, 0), "background")
     # Half opacity over no CT: half the liver colour.
     window.set_overlay_opacity(0.5)
     ijk = interior_voxel(labels, LIVER)
     window.set_crosshair(ijk)
-    assert_colour(pixel_at(axial, ijk), np.asarray(maisi_labels.color_of(LIVER)) * 0.5, "liver at 50 %")
+    assert_colour(pixel_at(axial, ijk), np.asarray(colour_of(LIVER)) * 0.5, "liver at 50 %")
 
 
 def test_overlay_blends_over_ct_grey_with_window_presets(window, torso_files):
@@ -133,14 +139,14 @@ def test_overlay_blends_over_ct_grey_with_window_presets(window, torso_files):
     ijk = interior_voxel(labels, LIVER)
     window.set_crosshair(ijk)
     window.set_overlay_opacity(0.0)
-    for preset in ("Soft tissue", "Bone", "Lung"):
+    for preset in ("Soft tissue", "CT bone", "CT lung"):
         window.set_window_preset(preset)
         grey = grey_of(60.0, *WINDOW_PRESETS[preset])
         assert_colour(pixel_at(axial, ijk), (grey, grey, grey), f"liver CT grey under {preset}")
     window.set_window_preset("Soft tissue")
     window.set_overlay_opacity(0.4)
     grey = grey_of(60.0, *WINDOW_PRESETS["Soft tissue"])
-    expected = 0.4 * np.asarray(maisi_labels.color_of(LIVER)) + 0.6 * grey
+    expected = 0.4 * np.asarray(colour_of(LIVER)) + 0.6 * grey
     assert_colour(pixel_at(axial, ijk), expected, "liver overlay at 40 % over CT")
 
 
@@ -159,7 +165,7 @@ def test_hiding_a_label_in_the_legend_removes_its_colour(window, torso_files):
     assert LIVER in window.legend.hidden
     assert_colour(pixel_at(axial, ijk), (0, 0, 0), "hidden liver")
     item.setCheckState(0, QtCore.Qt.Checked)
-    assert_colour(pixel_at(axial, ijk), maisi_labels.color_of(LIVER), "shown liver")
+    assert_colour(pixel_at(axial, ijk), colour_of(LIVER), "shown liver")
 
 
 def test_click_moves_linked_crosshair_and_wheel_scrolls(window, qtbot, torso_files):
@@ -236,11 +242,11 @@ def test_brush_stroke_paints_tumor_voxels_and_undo_removes_them(window, qtbot, t
     # The tumor shows in the axial view in the hepatic tumor colour.
     window.set_crosshair_visible(False)
     window.set_overlay_opacity(1.0)
-    assert_colour(pixel_at(window.views["axial"], expected[0]), maisi_labels.color_of(26), "painted tumor")
+    assert_colour(pixel_at(window.views["axial"], expected[0]), colour_of(26), "painted tumor")
     assert window.undo_action.isEnabled()
     window.undo()
     assert np.array_equal(window.study.labels, original)
-    assert_colour(pixel_at(window.views["axial"], expected[0]), maisi_labels.color_of(LIVER), "after undo")
+    assert_colour(pixel_at(window.views["axial"], expected[0]), colour_of(LIVER), "after undo")
     window.redo()
     assert sorted(map(tuple, np.argwhere(window.study.labels != original))) == expected
 
@@ -261,8 +267,8 @@ def test_sphere_brush_is_round_in_millimetres_and_eraser_clears(window, qtbot, t
     assert painted == {(20, 20, 16), (19, 20, 16), (21, 20, 16), (20, 19, 16), (20, 21, 16)}
     panel.set_tool("eraser")
     qtbot.mouseClick(view.canvas, QtCore.Qt.LeftButton, pos=QtCore.QPoint(*view.display_of(centre)))
-    for voxel in painted:
-        assert window.study.labels[voxel] == 0
+    for voxel in painted:  # the eraser gives back what the brush covered (body here), not background
+        assert window.study.labels[voxel] == original[voxel] == BODY
     window.undo()
     window.undo()
     assert np.array_equal(window.study.labels, original)
@@ -382,8 +388,9 @@ def test_export_nifti_writes_image_and_labels_exactly(window, tmp_path, torso_fi
     window.study.labels[20, 20, 16] = 26  # an edit must be exported too
     out = tmp_path / "export"
     paths = window.export_nifti(out)
-    assert sorted(p.name for p in out.iterdir()) == ["torso_ct_image.nii.gz", "torso_ct_labels.nii.gz"]
-    image, labels = (nib.load(str(p)) for p in paths)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "torso_ct_image.nii.gz", "torso_ct_labels.nii.gz", "torso_ct_provenance.json"]
+    image, labels = (nib.load(str(p)) for p in paths[:2])
     assert np.array_equal(np.asarray(labels.dataobj), window.study.labels)
     assert np.array_equal(np.asarray(image.dataobj), window.study.ct)
     assert np.allclose(labels.affine, window.study.affine) and np.allclose(image.affine, np.diag([4, 4, 5, 1.0]))
@@ -472,16 +479,16 @@ def test_generate_fills_views_progress_and_history_while_ui_stays_responsive(win
     assert np.allclose(np.sort(generated.ravel()), np.sort(study.ct.ravel()))
     window.set_overlay_opacity(0.0)
     window.set_crosshair_visible(False)
-    window.set_window_preset("Bone")
+    window.set_window_preset("CT bone")
     axial = window.views["axial"]
     image = axial.capture()
     checked = 0
     for ijk in [(10, 10, axial.slice_index), (16, 16, axial.slice_index), (22, 14, axial.slice_index)]:
         col, row = axial.display_of(ijk)
-        grey = grey_of(float(study.ct[ijk]), *WINDOW_PRESETS["Bone"])
+        grey = grey_of(float(study.ct[ijk]), *WINDOW_PRESETS["CT bone"])
         # Linear interpolation is exact at a voxel centre; the pixel centre may sit a fraction off it.
         neighbourhood = study.ct[ijk[0] - 1:ijk[0] + 2, ijk[1] - 1:ijk[1] + 2, ijk[2]]
-        low, high = grey_of(neighbourhood.min(), *WINDOW_PRESETS["Bone"]), grey_of(neighbourhood.max(), *WINDOW_PRESETS["Bone"])
+        low, high = grey_of(neighbourhood.min(), *WINDOW_PRESETS["CT bone"]), grey_of(neighbourhood.max(), *WINDOW_PRESETS["CT bone"])
         shown = image[row, col].astype(int)
         assert shown[0] == shown[1] == shown[2]
         assert low - 3 <= shown[0] <= high + 3, (ijk, shown, grey)
@@ -614,12 +621,13 @@ def test_phantom_template_overlay_colours_in_axial_view(window, qtbot):
     axial = window.views["axial"]
     ijk = interior_voxel(labels, LIVER)
     window.set_crosshair(ijk)
-    assert_colour(pixel_at(axial, ijk), maisi_labels.color_of(LIVER), "phantom liver")
+    assert_colour(pixel_at(axial, ijk), colour_of(LIVER), "phantom liver")
     body = np.argwhere(labels[:, :, ijk[2]] == BODY)
     assert len(body)
 
 
-def test_screenshot_of_main_window_shows_ct_overlay_and_3d(window, qtbot, tmp_path):
+def test_screenshot_mid_generation_shows_ct_overlay_3d_and_progress(window, qtbot, tmp_path):
+    """The README screenshot: a phantom with its CT, a generation running, its progress on screen."""
     screen = QtWidgets.QApplication.primaryScreen().geometry()
     if screen.width() < 1400 or screen.height() < 900:
         pytest.skip("the screenshot needs a screen of at least 1400 x 900 (set xvfb_width/xvfb_height)")
@@ -631,8 +639,17 @@ def test_screenshot_of_main_window_shows_ct_overlay_and_3d(window, qtbot, tmp_pa
     window.set_overlay_opacity(0.45)
     ijk = interior_voxel(labels, LIVER)
     window.set_crosshair(ijk)
+    panel = window.generate_panel
+    panel.set_model("demo")  # the shipped model, on the phantom's own grid (within its training range)
+    assert panel.uses_mask_grid() and panel.size == (128, 128, 96)
+    panel.steps.setValue(40)
+    panel.device_combo.setCurrentText("cpu")
+    assert window.start_generate(), window.last_error
+    qtbot.waitUntil(lambda: "Sampling" in panel.stage_label.text() and panel.progress.value() >= 20,
+                    timeout=JOB_TIMEOUT_MS)
     QtWidgets.QApplication.processEvents()
     path = window.save_screenshot(tmp_path / "desktop_main.png")
+    window.cancel_job()
     grabbed = QtGui.QImage(str(path))
     assert grabbed.width() >= 1400
     axial = window.views["axial"]
@@ -641,6 +658,14 @@ def test_screenshot_of_main_window_shows_ct_overlay_and_3d(window, qtbot, tmp_pa
     colour = QtGui.QColor(grabbed.pixel(offset.x() + col + 2, offset.y() + row + 2))
     rendered = axial.capture()[row + 2, col + 2]
     assert_colour((colour.red(), colour.green(), colour.blue()), rendered, "screen grab vs render window")
+    # The progress bar is in the picture: its filled part shows the style's highlight colour.
+    bar = panel.progress
+    corner = bar.mapTo(window, QtCore.QPoint(0, 0))
+    assert QtCore.QRect(0, 0, grabbed.width(), grabbed.height()).contains(QtCore.QRect(corner, bar.size()))
+    highlight = bar.palette().color(QtGui.QPalette.Highlight)
+    row_pixels = [QtGui.QColor(grabbed.pixel(corner.x() + x, corner.y() + bar.height() // 2)) for x in range(2, 40)]
+    assert any(abs(c.red() - highlight.red()) + abs(c.green() - highlight.green()) + abs(c.blue() - highlight.blue())
+               < 60 for c in row_pixels), "no filled progress in the screenshot"
     if os.environ.get("MAISI_UPDATE_SCREENSHOTS"):
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, SCREENSHOT)

@@ -1,4 +1,5 @@
-"""Generation and inpainting settings, weights status, progress and Cancel.
+"""Generation and inpainting settings, weights status, and the progress bar, stage and Cancel widgets
+(which the main window shows in its status area, always on screen).
 
 The checks come from `MAISISynthLib.params` (the engine's own size rules and training ranges), so a
 size the model cannot take is flagged beside the spin boxes, as in the Slicer module.
@@ -192,20 +193,22 @@ class GeneratePanel(QtWidgets.QWidget):
         inpaint_form = QtWidgets.QFormLayout(inpaint_box)
         inpaint_form.addRow("Tumor type", self.tumor_type)
         inpaint_form.addRow("Margin", self.margin)
-        buttons = QtWidgets.QHBoxLayout()
+        self.run_buttons = QtWidgets.QWidget()  # placed by the window under the scrolled settings
+        self.run_buttons.setObjectName("runButtons")
+        buttons = QtWidgets.QHBoxLayout(self.run_buttons)
+        buttons.setContentsMargins(0, 4, 0, 0)
         buttons.addWidget(self.generate_button)
         buttons.addWidget(self.inpaint_button)
-        buttons.addWidget(self.cancel_button)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(compute_box)
         layout.addWidget(model_box)
         layout.addWidget(grid_box)
         layout.addWidget(inpaint_box)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.stage_label)
         layout.addStretch(1)
+        # progress, stage_label and cancel_button are shown by the window's always-visible status area
+        for form in (model_form, compute_form, grid_form, inpaint_form):
+            form.setRowWrapPolicy(QtWidgets.QFormLayout.WrapLongRows)
 
         self.source_combo.currentTextChanged.connect(lambda _t: self._sync_enabled())
         self.use_mask_grid.toggled.connect(lambda _b: (self._sync_enabled(), self._check()))

@@ -6,6 +6,8 @@ not define) becomes one `MaisiError` with a hint, which the window shows in a di
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,23 @@ def read_nrrd(path: Path, what: str) -> Volume:
     return Volume(np.asarray(data), affine)
 
 
+def check_gzip(path: Path, what: str) -> None:
+    """A .gz that does not decompress to its end gets its own message (it is the right kind of file)."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 22):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = "it ends early" if isinstance(exc, EOFError) else "its compressed data is damaged"
+        raise MaisiError(f"{what} {path.name} is a damaged gzip file: {reason}",
+                         "the file was cut short or corrupted on the way; copy or export it again") from None
+
+
+def _starts_like_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
 def read_image_file(path: str | Path, what: str = "image") -> Volume:
     """Read a NIfTI or NRRD volume, refusing anything that is not a 3D image."""
     path = Path(path)
@@ -79,7 +98,12 @@ def read_image_file(path: str | Path, what: str = "image") -> Volume:
     if name.endswith(NRRD_SUFFIXES):
         return read_nrrd(path, what)
     if name.endswith(NIFTI_SUFFIXES):
-        return read_volume(path, what)
+        try:
+            return read_volume(path, what)
+        except MaisiError:
+            if name.endswith(".gz") and _starts_like_gzip(path):
+                check_gzip(path, what)  # says what is wrong with the compressed file, if that is it
+            raise
     raise MaisiError(
         f"{path.name} is not a NIfTI or NRRD file",
         "open a .nii, .nii.gz, .nrrd or .nhdr file",
@@ -94,10 +118,29 @@ def to_canonical(volume: Volume) -> Volume:
     return Volume(np.asarray(array), affine)
 
 
+CT_LIKE_MIN_HU = -200
+"""A 'label map' with values this low (air and fat in HU) is a CT opened with the wrong command."""
+
+
+def looks_like_ct(array: np.ndarray) -> bool:
+    """Values far below zero, or many distinct values past 255: intensities, not label ids."""
+    if array.size == 0 or not np.issubdtype(array.dtype, np.number):
+        return False
+    low, high = float(np.min(array)), float(np.max(array))
+    if low <= CT_LIKE_MIN_HU:
+        return True
+    return high > 255 and np.unique(array[:: max(1, array.size // 200_000)]).size > 64
+
+
 def check_label_ids(array: np.ndarray, what: str = "label map") -> np.ndarray:
     """The array as MAISI ids (uint8), refusing non-integer values and ids MAISI does not define."""
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise MaisiError(f"the {what} holds values of type {array.dtype}", "give an integer label map")
+    if looks_like_ct(array):
+        raise MaisiError(
+            f"the {what} looks like a CT (values from {float(np.min(array)):.0f} to {float(np.max(array)):.0f}), "
+            "not MAISI label ids",
+            "open it with File > Open CT (+ labels), or choose a MAISI label map")
     validate_label_ids(array, what=what)
     return array.astype(np.uint8)
 
@@ -145,7 +188,9 @@ def load_result(event: dict[str, Any]) -> Study:
         raise MaisiError("the generation finished without an image file", "see the log of the run")
     study = load_ct(image, labels) if labels else load_ct(image)
     study.provenance = event.get("provenance_data")
-    study.name = Path(str(event.get("output_dir") or image)).name
+    where = Path(str(event.get("output_dir") or image))
+    # A run's outputs sit in <run folder>/output: the run folder's name says which run it was.
+    study.name = str(event.get("name") or (where.parent.name if where.name == "output" else where.name))
     return study
 
 

@@ -1,46 +1,48 @@
-"""The main window: three slice views and a 3D view around one study, with the tool panels.
+"""The main window: three slice views and a 3D view around one document, with the tool panels.
 
-The window owns the study (CT + labels), keeps the views in step (crosshair, slices, colours) and
-turns user actions into engine calls: files are read by `loading`, edits go through `painting`,
-generation and inpainting run in a worker process, or on a MAISI server when the Compute box says so,
-through `JobController`.
+The window shows one `Document` (study, undo history, saved state), keeps the views on one linked
+cursor (slices, crosshair, colours, window/level) and turns user actions into edits and runs. File
+operations live in `file_actions`, runs and their results in `job_actions`, menus and the toolbar in
+`menus`; this module holds the layout, the views and painting.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PyQt5 import QtCore, QtGui, QtWidgets
+from PyQt5 import QtCore, QtWidgets
 
 from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
-from MAISIEngine.io.atomic import atomic_path
-from MAISIEngine.io.nifti import write_volume
-from MAISISynthLib import params
-from MAISISynthLib.execution import ExecutionSettings, check_connection, runner_for
+from MAISISynthLib.execution import ExecutionSettings
 from MAISISynthLib.jobs import JobRunner
 
-from MAISIDesktop import loading, painting
-from MAISIDesktop.dialogs import PhantomDialog, PhantomSettings, show_error, show_info
+from MAISIDesktop import painting
+from MAISIDesktop.dialogs import PhantomSettings, show_error, show_info
+from MAISIDesktop.document import Document
+from MAISIDesktop.file_actions import FileActionsMixin
 from MAISIDesktop.generate_panel import GeneratePanel
-from MAISIDesktop.history import HistoryEntry, HistoryPanel, read_history
+from MAISIDesktop.history import HistoryPanel, read_history
+from MAISIDesktop.job_actions import JobActionsMixin
 from MAISIDesktop.job_controller import JobController
 from MAISIDesktop.legend import LegendPanel
+from MAISIDesktop.menus import build_menus, build_view_toolbar, shortcuts_dialog
 from MAISIDesktop.overlay import (
+    CUSTOM_PRESET,
     DEFAULT_PRESET,
     WINDOW_PRESETS,
     image_data_from_array,
     label_lookup_table,
     update_lookup_table,
 )
-from MAISIDesktop.pacs_dialog import open_pacs_dialog
 from MAISIDesktop.paint_panel import PaintPanel
 from MAISIDesktop.slice_view import ORIENTATION_AXIS, SliceView
+from MAISIDesktop.start_screen import StartScreen
+from MAISIDesktop.status_area import JobStatusArea
 from MAISIDesktop.study import Study
 from MAISIDesktop.volume_view import VolumeView
 
@@ -81,7 +83,7 @@ def write_execution_settings(settings: QtCore.QSettings, execution: ExecutionSet
     settings.sync()
 
 
-class MainWindow(QtWidgets.QMainWindow):
+class MainWindow(FileActionsMixin, JobActionsMixin, QtWidgets.QMainWindow):
     studyLoaded = QtCore.pyqtSignal()
     jobFinished = QtCore.pyqtSignal(str)  # "succeeded", "failed" or "cancelled"
 
@@ -89,11 +91,9 @@ class MainWindow(QtWidgets.QMainWindow):
                  settings: QtCore.QSettings | None = None) -> None:
         """`runner` runs jobs on this computer; `settings` keeps the Compute choice between sessions."""
         super().__init__()
-        self.setWindowTitle(APP_NAME)
         self.runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
         self.settings = settings if settings is not None else default_settings()
-        self.study: Study | None = None
-        self.undo_stack = painting.UndoStack()
+        self.document: Document | None = None
         self.stroke: painting.Stroke | None = None
         self.crosshair = np.zeros(3)
         self.lookup_table = label_lookup_table()
@@ -102,22 +102,29 @@ class MainWindow(QtWidgets.QMainWindow):
         self.error_dialog: QtWidgets.QMessageBox | None = None
         self._label_image = None
         self._ct_image = None
+        self._before_image = None
+        self._readout_ijk: np.ndarray | None = None
         self._job_kind = ""
         self._job_started = 0.0
         self._job_spec: dict[str, Any] = {}
+        self._job_document: Document | None = None
         self._phantom_request: tuple[PhantomSettings, bool] = (PhantomSettings(), True)
 
         self.views = {name: SliceView(name) for name in ORIENTATION_AXIS}
         self.volume_view = VolumeView()
-        central = QtWidgets.QWidget()
-        grid = QtWidgets.QGridLayout(central)
+        grid_page = QtWidgets.QWidget()
+        grid = QtWidgets.QGridLayout(grid_page)
         grid.setContentsMargins(2, 2, 2, 2)
         grid.setSpacing(3)
         grid.addWidget(self.views["axial"], 0, 0)
         grid.addWidget(self.volume_view, 0, 1)
         grid.addWidget(self.views["coronal"], 1, 0)
         grid.addWidget(self.views["sagittal"], 1, 1)
-        self.setCentralWidget(central)
+        self.start_screen = StartScreen()
+        self.central_pages = QtWidgets.QStackedWidget()
+        self.central_pages.addWidget(self.start_screen)
+        self.central_pages.addWidget(grid_page)
+        self.setCentralWidget(self.central_pages)
 
         self.legend = LegendPanel()
         self.paint_panel = PaintPanel()
@@ -137,9 +144,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.history = HistoryPanel()
         tabs = QtWidgets.QTabWidget()
         scroll = QtWidgets.QScrollArea()
+        scroll.setObjectName("generateScroll")
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
         scroll.setWidget(self.generate_panel)
-        tabs.addTab(scroll, "Generate")
+        scroll.setMinimumWidth(self.generate_panel.minimumSizeHint().width()
+                               + scroll.verticalScrollBar().sizeHint().width() + 4)
+        self.generate_scroll = scroll
+        generate_tab = QtWidgets.QWidget()
+        generate_layout = QtWidgets.QVBoxLayout(generate_tab)
+        generate_layout.setContentsMargins(0, 0, 0, 0)
+        generate_layout.addWidget(scroll, 1)
+        generate_layout.addWidget(self.generate_panel.run_buttons)  # Generate / Inpaint never scroll away
+        tabs.addTab(generate_tab, "Generate")
         tabs.addTab(self.history, "History")
         self.side_tabs = tabs
         self._add_dock("Generation", tabs, QtCore.Qt.RightDockWidgetArea)
@@ -150,11 +167,21 @@ class MainWindow(QtWidgets.QMainWindow):
         self._refresh_timer.setInterval(REFRESH_DELAY_MS)
         self._refresh_timer.timeout.connect(self.refresh_derived)
         self.hover_label = QtWidgets.QLabel("")
+        self.hover_label.setObjectName("cursorReadout")
+        panel = self.generate_panel
+        self.status_area = JobStatusArea(panel.progress, panel.stage_label, panel.cancel_button)
         self.statusBar().addPermanentWidget(self.hover_label)
+        self.statusBar().addPermanentWidget(self.status_area)
 
-        self._build_toolbar()
-        self._build_menus()
+        build_view_toolbar(self)
+        build_menus(self)
+        self._show_window_level()
+        for view in self.views.values():
+            view.set_overlay_opacity(0.5)
+            view.set_window_level(*self.window_level)
         self._connect()
+        self._sync_actions()
+        self._sync_title()
         self.resize(1500, 950)
         for entry in read_history(self.runs_dir):
             self.history.add_entry(entry)
@@ -167,71 +194,19 @@ class MainWindow(QtWidgets.QMainWindow):
         dock.setFeatures(QtWidgets.QDockWidget.DockWidgetMovable | QtWidgets.QDockWidget.DockWidgetFloatable)
         self.addDockWidget(area, dock)
 
-    def _build_toolbar(self) -> None:
-        bar = self.addToolBar("View")
-        bar.setObjectName("viewToolbar")
-        bar.addWidget(QtWidgets.QLabel(" Window "))
-        self.preset_combo = QtWidgets.QComboBox()
-        self.preset_combo.setObjectName("windowPreset")
-        self.preset_combo.addItems(WINDOW_PRESETS)
-        self.preset_combo.setCurrentText(DEFAULT_PRESET)
-        self.preset_combo.currentTextChanged.connect(self.set_window_preset)
-        bar.addWidget(self.preset_combo)
-        bar.addWidget(QtWidgets.QLabel("  Overlay "))
-        self.opacity_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
-        self.opacity_slider.setObjectName("overlayOpacity")
-        self.opacity_slider.setRange(0, 100)
-        self.opacity_slider.setValue(50)
-        self.opacity_slider.setFixedWidth(140)
-        self.opacity_slider.valueChanged.connect(lambda v: self.set_overlay_opacity(v / 100.0))
-        bar.addWidget(self.opacity_slider)
-        self.crosshair_box = QtWidgets.QCheckBox("Crosshair")
-        self.crosshair_box.setChecked(True)
-        self.crosshair_box.toggled.connect(self.set_crosshair_visible)
-        bar.addWidget(self.crosshair_box)
-        reset = QtWidgets.QPushButton("Reset views")
-        reset.clicked.connect(self.reset_views)
-        bar.addWidget(reset)
-        for view in self.views.values():
-            view.set_overlay_opacity(0.5)
-            view.set_window_level(*self.window_level)
-
-    def _build_menus(self) -> None:
-        file_menu = self.menuBar().addMenu("&File")
-        self._action(file_menu, "&Open label map...", self._ask_open_labels, QtGui.QKeySequence.Open)
-        self._action(file_menu, "Open &CT (+ labels)...", self._ask_open_ct)
-        self._action(file_menu, "&New from phantom template...", self._ask_new_phantom, "Ctrl+N")
-        file_menu.addSeparator()
-        self._action(file_menu, "&Export NIfTI (image + labels)...", self._ask_export_nifti, "Ctrl+E")
-        self.dicom_action = self._action(file_menu, "Export &DICOM (CT + SEG)...", self._ask_export_dicom)
-        self.pacs_action = self._action(file_menu, "Send to &PACS (CT + SEG)...", lambda: open_pacs_dialog(self))
-        self._action(file_menu, "Save &screenshot...", self._ask_screenshot)
-        file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.Quit)
-        edit_menu = self.menuBar().addMenu("&Edit")
-        self.undo_action = self._action(edit_menu, "&Undo", self.undo, QtGui.QKeySequence.Undo)
-        self.redo_action = self._action(edit_menu, "&Redo", self.redo, QtGui.QKeySequence.Redo)
-        edit_menu.addSeparator()
-        for tool, key in (("navigate", "N"), ("brush", "B"), ("eraser", "E"), ("tumor", "T")):
-            self._action(edit_menu, f"Tool: {tool}", lambda t=tool: self.paint_panel.set_tool(t), key)
-        self._sync_undo()
-
-    def _action(self, menu: QtWidgets.QMenu, text: str, slot, shortcut=None) -> QtWidgets.QAction:
-        action = menu.addAction(text)
-        action.triggered.connect(lambda _checked=False: slot())
-        if shortcut is not None:
-            action.setShortcut(QtGui.QKeySequence(shortcut))
-        return action
-
     def _connect(self) -> None:
         for view in self.views.values():
             view.positionPicked.connect(self.set_crosshair)
+            view.sliceChanged.connect(self._slice_scrolled)
+            view.windowLevelDragged.connect(self._drag_window_level)
             view.strokeStarted.connect(lambda ijk, v=view: self._stroke_start(v, ijk))
             view.strokeMoved.connect(self._stroke_move)
             view.strokeFinished.connect(self._stroke_finish)
             view.tumorClicked.connect(self.place_tumor)
-            view.hovered.connect(self._show_hover)
+            view.hovered.connect(self._show_readout)
+        self.start_screen.chosen.connect(self._start_screen_choice)
         self.legend.hiddenChanged.connect(self._hidden_changed)
+        self.legend.opacityChanged.connect(lambda _label, _opacity: self._hidden_changed(self.legend.hidden))
         self.legend.labelChosen.connect(self.paint_panel.set_label)
         self.paint_panel.toolChanged.connect(self._tool_changed)
         self.paint_panel.radiusChanged.connect(self._radius_changed)
@@ -251,6 +226,31 @@ class MainWindow(QtWidgets.QMainWindow):
         self.jobs.cancelled.connect(self._job_cancelled)
         self.history.openRequested.connect(self.open_history_entry)
 
+    def _start_screen_choice(self, key: str) -> None:
+        {"open_labels": self.ask_open_labels, "new_template": self.ask_new_phantom,
+         "open_ct": self.ask_open_ct}[key]()
+
+    def _sync_actions(self) -> None:
+        """File actions that need a study are enabled only when one is open (DICOM also needs a CT)."""
+        loaded = self.study is not None
+        for action in self.study_actions:
+            action.setEnabled(loaded)
+        self.dicom_action.setEnabled(loaded and self.study.ct is not None)
+        self.pacs_action.setEnabled(loaded and self.study.ct is not None)
+        has_before = self.document is not None and self.document.before_ct is not None
+        self.before_after_action.setEnabled(has_before)
+        self.before_after_button.setEnabled(has_before)
+
+    def _sync_title(self) -> None:
+        document = self.document
+        if document is None:
+            self.setWindowTitle(APP_NAME)
+            self.setWindowModified(False)
+            return
+        kind = "CT + labels" if document.study.ct is not None else "labels"
+        self.setWindowTitle(f"{document.study.name}[*] ({kind}) - {APP_NAME}")
+        self.setWindowModified(document.modified)
+
     # -- errors -----------------------------------------------------------------------------------
     def report_error(self, message: str, hint: str = "", details: str = "") -> None:
         """Show a user-facing problem in a dialog and remember it (the app stays usable)."""
@@ -266,76 +266,57 @@ class MainWindow(QtWidgets.QMainWindow):
             self.report_error(exc.message, exc.hint)
             return None
 
-    # -- study ------------------------------------------------------------------------------------
+    # -- document ---------------------------------------------------------------------------------
+    @property
+    def study(self) -> Study | None:
+        return self.document.study if self.document is not None else None
+
+    @property
+    def undo_stack(self) -> painting.UndoStack | None:
+        return self.document.undo_stack if self.document is not None else None
+
     def set_study(self, study: Study) -> None:
-        """Show a study in every view; resets undo, keeps label visibility and the window preset."""
-        self.study = study
+        """Show a study as a new document (fresh undo history), keeping label visibility and window."""
+        self.set_document(Document(study))
+
+    def set_document(self, document: Document, keep_view: bool = False) -> None:
+        """Show a document in every view; with `keep_view` (same grid) slices and zoom stay put."""
+        cameras = {name: view.camera_state() for name, view in self.views.items()} if keep_view else {}
+        crosshair = self.crosshair.copy()
+        self.document = document
+        study = document.study
         self.stroke = None  # a stroke in progress belonged to the previous label array
-        self.undo_stack.clear()
+        self.before_after_action.setChecked(False)
         self._sync_undo()
         spacing = study.spacing
         self._label_image = image_data_from_array(study.labels, spacing)
         self._ct_image = image_data_from_array(study.ct, spacing) if study.ct is not None else None
-        update_lookup_table(self.lookup_table, self.legend.hidden)
+        self._before_image = (image_data_from_array(np.asfortranarray(document.before_ct, dtype=np.float32), spacing)
+                              if document.before_ct is not None else None)
+        update_lookup_table(self.lookup_table, self.legend.hidden, self.legend.opacities)
+        self.central_pages.setCurrentIndex(1)
         for view in self.views.values():
             view.set_images(self._ct_image, self._label_image, self.lookup_table)
+            view.set_affine(study.affine)
             view.set_window_level(*self.window_level)
-        self.crosshair = (np.asarray(study.shape, dtype=float) - 1) // 2
+            if view.orientation in cameras:
+                view.restore_camera(cameras[view.orientation])
+        self.crosshair = crosshair if keep_view else (np.asarray(study.shape, dtype=float) - 1) // 2
         for view in self.views.values():
             view.set_slice(int(self.crosshair[view.axis]), notify=False)
             view.set_crosshair(self.crosshair)
         self.legend.set_counts(study.label_counts())
         self.volume_view.set_study(study.labels, study.ct, spacing, self.legend.hidden)
         self.generate_panel.set_mask_grid(study.shape, spacing)
-        kind = "CT + labels" if study.ct is not None else "labels"
-        self.setWindowTitle(f"{study.name} ({kind}) - {APP_NAME}")
+        self.follow_painted_tumor()
+        self._sync_actions()
+        self._sync_title()
+        self._show_readout(self.crosshair)
         self.statusBar().showMessage(
             f"{study.name}: {' x '.join(map(str, study.shape))} voxels of "
             f"{' x '.join(f'{s:g}' for s in spacing)} mm", 8000)
         self.draw_all()
         self.studyLoaded.emit()
-
-    def load_label_file(self, path: str | Path) -> bool:
-        study = self._guarded(loading.load_label_map, path)
-        if study is None:
-            return False
-        self.set_study(study)
-        return True
-
-    def load_ct_file(self, ct_path: str | Path, labels_path: str | Path | None = None) -> bool:
-        study = self._guarded(loading.load_ct, ct_path, labels_path)
-        if study is None:
-            return False
-        self.set_study(study)
-        return True
-
-    def new_phantom(self, settings: PhantomSettings, with_ct: bool = True) -> bool:
-        """Start a procedural torso from the engine (label map, and its CT when `with_ct`).
-
-        The phantom is drawn by the worker process (a large one takes seconds); the study opens when
-        it is done, like a generation result.
-        """
-        self._phantom_request = (settings, with_ct)
-
-        def build(run_dir: Path) -> dict[str, Any]:
-            job = params.phantom_job(settings.region, tuple(settings.size), tuple(settings.spacing), settings.seed,
-                                     run_dir / "output")
-            job["tumors"] = list(settings.tumors)
-            return job
-
-        return self._start_job("phantom", build)
-
-    def _open_phantom(self, result: dict) -> None:
-        settings, with_ct = self._phantom_request
-        if with_ct and result.get("ct"):
-            study = self._guarded(loading.load_ct, result["ct"], result["mask"])
-        else:
-            study = self._guarded(loading.load_label_map, result["mask"])
-        if study is None:
-            return
-        study.name = f"phantom-{settings.region}-seed{settings.seed}"
-        study.sources = {"template": f"phantom {settings.region} seed {settings.seed}"}
-        self.set_study(study)
 
     # -- views ------------------------------------------------------------------------------------
     def draw_all(self) -> None:
@@ -348,12 +329,32 @@ class MainWindow(QtWidgets.QMainWindow):
             view.draw()
 
     def set_window_preset(self, name: str) -> None:
-        self.window_level = WINDOW_PRESETS[name]
-        if self.preset_combo.currentText() != name:
-            self.preset_combo.setCurrentText(name)
+        if name == CUSTOM_PRESET:
+            return
+        self.set_window_level(*WINDOW_PRESETS[name])
+
+    def set_window_level(self, window: float, level: float) -> None:
+        """Grey levels of the CT in every view (width and centre in HU), shown in the toolbar."""
+        self.window_level = (max(1.0, float(window)), float(level))
         for view in self.views.values():
             view.set_window_level(*self.window_level)
+        self._show_window_level()
         self.draw_slices()
+
+    def _show_window_level(self) -> None:
+        window, level = self.window_level
+        preset = next((name for name, value in WINDOW_PRESETS.items() if value == (window, level)), CUSTOM_PRESET)
+        for widget, value in ((self.window_box, window), (self.level_box, level), (self.preset_combo, preset)):
+            widget.blockSignals(True)
+            if isinstance(widget, QtWidgets.QComboBox):
+                widget.setCurrentText(value)
+            else:
+                widget.setValue(value)
+            widget.blockSignals(False)
+
+    def _drag_window_level(self, window_change: float, level_change: float) -> None:
+        window, level = self.window_level
+        self.set_window_level(window + window_change, level + level_change)
 
     def set_overlay_opacity(self, opacity: float) -> None:
         value = int(round(opacity * 100))
@@ -364,22 +365,37 @@ class MainWindow(QtWidgets.QMainWindow):
             view.set_overlay_opacity(opacity)
         self.draw_slices()
 
+    def set_label_opacity(self, label_id: int, opacity: float) -> None:
+        """One label's own opacity (0..1), on top of the overall overlay opacity."""
+        self.legend.set_opacity(label_id, opacity)
+
     def set_crosshair_visible(self, visible: bool) -> None:
+        for widget in (self.crosshair_box, self.crosshair_action):
+            if widget.isChecked() != visible:
+                widget.setChecked(visible)
         for view in self.views.values():
             view.show_crosshair = visible
             view.set_crosshair(self.crosshair)
         self.draw_slices()
 
     def set_crosshair(self, ijk) -> None:
-        """Move the linked crosshair: every view shows the slice through this voxel."""
+        """Move the linked cursor: every view shows the slice through this voxel."""
         if self.study is None:
             return
         self.crosshair = np.clip(np.round(np.asarray(ijk, dtype=float)), 0, np.asarray(self.study.shape) - 1)
         for view in self.views.values():
             view.set_slice(int(self.crosshair[view.axis]), notify=False)
             view.set_crosshair(self.crosshair)
-        self._show_hover(self.crosshair)
+        self._show_readout(self.crosshair)
         self.draw_slices()
+
+    def _slice_scrolled(self, orientation: str, index: int) -> None:
+        """Wheel, keys or slider in one view move the linked cursor along its axis: the others follow."""
+        if self.study is None:
+            return
+        crosshair = self.crosshair.copy()
+        crosshair[self.views[orientation].axis] = index
+        self.set_crosshair(crosshair)
 
     def reset_views(self) -> None:
         for view in self.views.values():
@@ -387,20 +403,30 @@ class MainWindow(QtWidgets.QMainWindow):
         self.volume_view.reset_camera()
         self.draw_all()
 
-    def _show_hover(self, ijk) -> None:
-        if self.study is None:
-            return
+    def cursor_text(self, ijk) -> str:
+        """Position (RAS mm and voxel), label and HU at a voxel: the status bar's readout."""
+        study = self.study
         i, j, k = (int(round(v)) for v in ijk)
-        if not all(0 <= v < s for v, s in zip((i, j, k), self.study.shape)):
+        world = study.world_of((i, j, k))
+        label_id = int(study.labels[i, j, k])
+        text = (f"R {world[0]:.1f}  A {world[1]:.1f}  S {world[2]:.1f} mm   voxel ({i}, {j}, {k})   "
+                f"{maisi_labels.name_of(label_id)} ({label_id})")
+        if study.ct is not None:
+            text += f"   {study.ct[i, j, k]:.0f} HU"
+        return text
+
+    def _show_readout(self, ijk) -> None:
+        if self.study is None:
+            self.hover_label.setText("")
             return
-        label_id = int(self.study.labels[i, j, k])
-        text = f"voxel ({i}, {j}, {k})   {maisi_labels.name_of(label_id)} ({label_id})"
-        if self.study.ct is not None:
-            text += f"   {self.study.ct[i, j, k]:.0f} HU"
-        self.hover_label.setText(text)
+        position = np.round(np.asarray(ijk, dtype=float))
+        if not all(0 <= v < s for v, s in zip(position, self.study.shape)):
+            return
+        self._readout_ijk = position
+        self.hover_label.setText(self.cursor_text(position))
 
     def _hidden_changed(self, hidden) -> None:
-        update_lookup_table(self.lookup_table, hidden)
+        update_lookup_table(self.lookup_table, hidden, self.legend.opacities)
         self.draw_slices()
         self._refresh_timer.start()
 
@@ -412,6 +438,24 @@ class MainWindow(QtWidgets.QMainWindow):
         self.legend.set_counts(self.study.label_counts())
         self.volume_view.update_labels(self.study.labels, self.legend.hidden)
         self.volume_view.draw()
+
+    def show_before(self, before: bool) -> None:
+        """The before/after toggle of an inpainting result: the CT before, or the inpainted one."""
+        for widget in (self.before_after_action, self.before_after_button):
+            if widget.isChecked() != before:
+                widget.blockSignals(True)
+                widget.setChecked(before)
+                widget.blockSignals(False)
+        image = self._before_image if before and self._before_image is not None else self._ct_image
+        if image is None:
+            return
+        for view in self.views.values():
+            view.set_ct_image(image)
+        self.statusBar().showMessage("Showing the CT before inpainting" if before else "Showing the inpainted CT", 4000)
+        self.draw_slices()
+
+    def showing_before(self) -> bool:
+        return self.before_after_action.isChecked() and self._before_image is not None
 
     # -- painting ---------------------------------------------------------------------------------
     def _tool_changed(self, tool: str) -> None:
@@ -429,9 +473,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.draw_slices()
         self._refresh_timer.start()
         self._sync_undo()
+        self._sync_title()
+        if self._readout_ijk is not None:
+            self._show_readout(self._readout_ijk)
 
     def _stroke_start(self, view: SliceView, ijk) -> None:
-        if self.study is None:
+        if self.document is None:
             return
         panel = self.paint_panel
         erase = panel.tool == "eraser"
@@ -439,7 +486,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.study.labels, self.study.spacing, panel.label, panel.radius.value(),
             erase=erase, brush_shape=panel.brush_shape, slice_axis=view.axis,
             only_over={panel.label} if erase and panel.erase_selected_only.isChecked() else None,
-            keep_tumor_in_host=panel.keep_in_host.isChecked(),
+            keep_tumor_in_host=panel.keep_in_host.isChecked(), beneath=self.document.beneath,
         )
         if self.stroke.dab(ijk):
             self._label_image.Modified()
@@ -454,15 +501,25 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.stroke is None:
             return
         edit = self.stroke.finish()
+        erased = self.stroke.erase
         self.stroke = None
         if edit is not None:
-            self.undo_stack.push(edit)
+            self.document.undo_stack.push(edit)
             self.statusBar().showMessage(edit.description, 4000)
+            if not erased and self.paint_panel.label in maisi_labels.TUMOR_HOSTS:
+                self._tumor_painted(self.paint_panel.label)
         self._labels_edited()
+
+    def _tumor_painted(self, label: int) -> None:
+        """The inpainting tumor type follows the tumor label the user paints."""
+        names = {value: name for name, value in maisi_labels.TUMOR_TYPES.items()}
+        index = self.generate_panel.tumor_type.findData(names[label])
+        if index >= 0:
+            self.generate_panel.tumor_type.setCurrentIndex(index)
 
     def place_tumor(self, ijk) -> bool:
         """The tumor tool: the engine's tumor shape of the chosen type and diameter at a clicked voxel."""
-        if self.study is None:
+        if self.document is None:
             return False
         label = self.paint_panel.label
         if label not in maisi_labels.TUMOR_HOSTS:
@@ -470,263 +527,43 @@ class MainWindow(QtWidgets.QMainWindow):
                               "choose one of the five tumor labels at the top of the label list")
             return False
         edit = self._guarded(painting.place_tumor, self.study.labels, self.study.affine, ijk,
-                             self.paint_panel.tumor_diameter.value(), label, int(time.time()) % 100000)
+                             self.paint_panel.tumor_diameter.value(), label, int(time.time()) % 100000,
+                             self.document.beneath)
         if edit is None:
             return False
-        self.undo_stack.push(edit)
+        self.document.undo_stack.push(edit)
         self.statusBar().showMessage(edit.description, 4000)
+        self._tumor_painted(label)
         self._labels_edited()
         return True
 
     def undo(self) -> None:
-        if self.study is not None and self.undo_stack.undo(self.study.labels) is not None:
+        document = self.document
+        if document is not None and document.undo_stack.undo(document.study.labels, document.beneath) is not None:
             self._labels_edited()
 
     def redo(self) -> None:
-        if self.study is not None and self.undo_stack.redo(self.study.labels) is not None:
+        document = self.document
+        if document is not None and document.undo_stack.redo(document.study.labels, document.beneath) is not None:
             self._labels_edited()
 
     def _sync_undo(self) -> None:
+        stack = self.undo_stack
         for widget in (self.undo_action, self.paint_panel.undo_button):
-            widget.setEnabled(self.undo_stack.can_undo())
+            widget.setEnabled(stack is not None and stack.can_undo())
         for widget in (self.redo_action, self.paint_panel.redo_button):
-            widget.setEnabled(self.undo_stack.can_redo())
+            widget.setEnabled(stack is not None and stack.can_redo())
 
-    # -- jobs -------------------------------------------------------------------------------------
-    def _new_run_dir(self, kind: str) -> Path:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for n in range(1, 1000):
-            path = self.runs_dir / f"{stamp}-{kind}-{n}"
-            if not path.exists():
-                path.mkdir(parents=True)
-                return path
-        raise MaisiError(f"cannot create a run folder in {self.runs_dir}", "free up or choose another runs folder")
+    # -- help -------------------------------------------------------------------------------------
+    def show_shortcuts(self) -> QtWidgets.QDialog:
+        dialog = shortcuts_dialog(self)
+        dialog.setAttribute(QtCore.Qt.WA_DeleteOnClose)
+        dialog.open()
+        self.shortcuts_window = dialog
+        return dialog
 
-    def _start_job(self, kind: str, build) -> bool:
-        if self.jobs.is_running():
-            self.report_error("a job is already running", "wait for it or press Cancel")
-            return False
-        try:
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-            run_dir = self._new_run_dir(kind)
-        except OSError as exc:
-            self.report_error(f"cannot write to the runs folder {self.runs_dir} ({exc.strerror})",
-                              "set MAISI_DESKTOP_RUNS to a writable folder")
-            return False
-        try:
-            job = build(run_dir)
-            runner = runner_for(job, self.generate_panel.execution_settings(), self.jobs.runner)
-            self.jobs.start(job, run_dir, runner)
-        except MaisiError as exc:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            self.report_error(exc.message, exc.hint)
-            return False
-        self._job_kind, self._job_spec, self._job_started = kind, job, time.monotonic()
-        self.generate_panel.set_running(True)
-        return True
-
-    def start_generate(self) -> bool:
-        """Generate a CT for the current label map (or a phantom template) in a worker process."""
-        panel = self.generate_panel
-        from_template = panel.source_combo.currentText() != "Current label map"
-        if not from_template and self.study is None:
-            self.report_error("there is no label map to generate from",
-                              "open a label map, start from a phantom template, or choose 'Phantom template'")
-            return False
-
-        def build(run_dir: Path) -> dict[str, Any]:
-            mask = None
-            if not from_template:
-                assert self.study is not None
-                mask = write_volume(run_dir / "input_labels.nii.gz", self.study.labels, self.study.affine,
-                                    description="label map from MAISI Desktop", dtype=np.uint8)
-            return panel.generate_job(run_dir / "output", mask)
-
-        return self._start_job("generate", build)
-
-    def start_inpaint(self) -> bool:
-        """Inpaint the painted tumor of the chosen type into the current CT."""
-        study = self.study
-        if study is None or study.ct is None:
-            self.report_error("inpainting needs a CT with its label map",
-                              "open a CT with labels (or a generated result) first")
-            return False
-        tumor_label = self.generate_panel.tumor_label
-        tumor = study.labels == tumor_label
-        if not tumor.any():
-            self.report_error(f"there is no {maisi_labels.name_of(tumor_label)} in the label map",
-                              "paint one with the brush or place one with the tumor tool first")
-            return False
-
-        def build(run_dir: Path) -> dict[str, Any]:
-            image = write_volume(run_dir / "input_image.nii.gz", study.ct, study.affine, dtype=np.float32)
-            labels = write_volume(run_dir / "input_labels.nii.gz", study.labels, study.affine, dtype=np.uint8)
-            tumor_path = write_volume(run_dir / "input_tumor.nii.gz", tumor.astype(np.uint8), study.affine,
-                                      dtype=np.uint8)
-            return self.generate_panel.inpaint_job(run_dir / "output", image, labels, tumor_path)
-
-        return self._start_job("inpaint", build)
-
-    def start_download(self) -> bool:
-        return self._start_job("download", lambda _run_dir: params.download_job(self.generate_panel.model))
-
-    def cancel_job(self) -> None:
-        self.jobs.cancel()
-
-    def test_connection(self) -> bool:
-        """Reach the chosen server and check the token; the answer goes beside the button."""
-        panel = self.generate_panel
-        QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.WaitCursor)
-        try:
-            answer = check_connection(panel.execution_settings())
-        except MaisiError as exc:
-            panel.set_connection_status(f"Not connected: {exc.message}", ok=False)
-            self.report_error(exc.message, exc.hint)
-            return False
-        finally:
-            QtWidgets.QApplication.restoreOverrideCursor()
-        panel.set_connection_status(answer, ok=True)
-        self.statusBar().showMessage(answer, 8000)
-        return True
-
-    def _job_succeeded(self, result: dict) -> None:
-        kind, run_dir = self._job_kind, self.jobs.run_dir
-        self.generate_panel.set_running(False)
-        if kind in ("download", "phantom"):
-            if kind == "phantom":
-                self._open_phantom(result)  # loads into memory; the run's files are not kept
-            if run_dir is not None:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            self.generate_panel.refresh_weights_status()
-            self.jobFinished.emit("succeeded")
-            return
-        entry = HistoryEntry(kind=kind, result=dict(result), job=self._job_spec,
-                             duration_s=time.monotonic() - self._job_started,
-                             run_dir=str(run_dir) if run_dir else None)
-        try:
-            entry.save()
-        except OSError:
-            pass
-        self.history.add_entry(entry)
-        study = self._guarded(loading.load_result, result)
-        if study is not None:
-            self.set_study(study)
-        self.jobFinished.emit("succeeded")
-
-    def _job_failed(self, error: dict) -> None:
-        self.generate_panel.set_running(False)
-        run_dir = self.jobs.run_dir
-        if run_dir is not None:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        message = str(error.get("message") or "the job failed")
-        hint = str(error.get("hint") or "")
-        details = str(error.get("stderr_tail") or "")
-        self.generate_panel.stage_label.setText(f"Failed: {message}")
-        self.report_error(message, hint, details)
-        self.jobFinished.emit("failed")
-
-    def _job_cancelled(self) -> None:
-        self.generate_panel.set_running(False)
-        self.generate_panel.set_progress(0.0, "Cancelled")
-        self.jobFinished.emit("cancelled")
-
-    def open_history_entry(self, entry: HistoryEntry) -> bool:
-        study = self._guarded(loading.load_result, entry.result)
-        if study is None:
-            return False
-        self.set_study(study)
-        return True
-
-    # -- export -----------------------------------------------------------------------------------
-    def export_nifti(self, directory: str | Path) -> list[Path]:
-        """Write the labels (and the CT when there is one) as NIfTI, each file atomically."""
-        if self.study is None:
-            raise MaisiError("there is nothing to export", "open or generate a volume first")
-        study, directory = self.study, Path(directory)
-        paths = []
-        if study.ct is not None:
-            ct = study.ct
-            integral = bool(np.array_equal(ct, np.round(ct))) and ct.min() >= -32768 and ct.max() <= 32767
-            paths.append(write_volume(directory / f"{study.name}_image.nii.gz", ct, study.affine,
-                                      description="CT from MAISI Desktop",
-                                      dtype=np.int16 if integral else np.float32))
-        paths.append(write_volume(directory / f"{study.name}_labels.nii.gz", study.labels, study.affine,
-                                  description="MAISI labels from MAISI Desktop", dtype=np.uint8))
-        return paths
-
-    def export_dicom(self, directory: str | Path) -> Any:
-        """CT series + SEG through the engine's DICOM writer, when it is installed."""
-        if self.study is None or self.study.ct is None:
-            raise MaisiError("DICOM export needs a CT", "generate or open a CT first")
-        try:
-            from MAISIEngine.io.dicom import export_dicom
-        except ImportError:
-            raise MaisiError("DICOM export is not available in this installation",
-                             "install the DICOM extra: pip install 'maisi-engine[dicom]'") from None
-        return export_dicom(self.study.ct, self.study.labels, Path(directory), provenance=self.study.provenance,
-                            affine=self.study.affine)
-
-    def save_screenshot(self, path: str | Path) -> Path:
-        """The whole window as PNG, read from the screen (VTK views included), written atomically."""
-        self.draw_all()
-        QtWidgets.QApplication.processEvents()
-        screen = self.windowHandle().screen() if self.windowHandle() else QtWidgets.QApplication.primaryScreen()
-        pixmap = screen.grabWindow(int(self.winId()))
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            if not pixmap.save(str(tmp), "PNG"):
-                raise MaisiError(f"cannot write {path}", "choose a writable folder")
-        return path
-
-    # -- file dialogs -----------------------------------------------------------------------------
-    def _ask_open_labels(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open MAISI label map", "", loading.FILE_FILTER)
-        if path:
-            self.load_label_file(path)
-
-    def _ask_open_ct(self) -> None:
-        ct, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open CT", "", loading.FILE_FILTER)
-        if not ct:
-            return
-        labels, _ = QtWidgets.QFileDialog.getOpenFileName(
-            self, "Open its label map (Cancel for none)", str(Path(ct).parent), loading.FILE_FILTER)
-        self.load_ct_file(ct, labels or None)
-
-    def _ask_new_phantom(self) -> None:
-        dialog = PhantomDialog(self)
-        if dialog.exec_() == QtWidgets.QDialog.Accepted:
-            self.new_phantom(dialog.settings())
-
-    def _ask_export_nifti(self) -> None:
-        directory = QtWidgets.QFileDialog.getExistingDirectory(self, "Export NIfTI into folder")
-        if directory:
-            paths = self._guarded(self.export_nifti, directory)
-            if paths:
-                show_info(self, "Exported", "\n".join(str(p) for p in paths))
-
-    def _ask_export_dicom(self) -> None:
-        try:
-            import MAISIEngine.io.dicom  # noqa: F401
-        except ImportError:
-            self.report_error("DICOM export is not available in this installation",
-                              "install the DICOM extra: pip install 'maisi-engine[dicom]'")
-            return
-        directory = QtWidgets.QFileDialog.getExistingDirectory(self, "Export DICOM into folder")
-        if directory:
-            result = self._guarded(self.export_dicom, directory)
-            if result is not None:
-                show_info(self, "Exported", f"DICOM CT + SEG written to {directory}")
-
-    def _ask_screenshot(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save screenshot", "maisi.png", "PNG (*.png)")
-        if path:
-            self._guarded(self.save_screenshot, path)
-
-    # -- closing ----------------------------------------------------------------------------------
-    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802
-        if self.jobs.is_running():
-            self.jobs.cancel()
-        for view in self.views.values():
-            view.close_view()
-        self.volume_view.close_view()
-        super().closeEvent(event)
+    def show_about(self) -> None:
+        show_info(self, "About MAISI Desktop",
+                  "MAISI Desktop draws and edits MAISI label maps and generates synthetic CT from them with "
+                  "NVIDIA's MAISI networks. Every CT it makes is SYNTHETIC, not a patient image.\n\n"
+                  "Help > User guide opens docs/desktop.md; Help > Keyboard shortcuts lists the keys.")

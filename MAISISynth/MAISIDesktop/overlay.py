@@ -1,8 +1,9 @@
 """Colours and grey levels of the slice views: label lookup table, window/level presets, VTK images.
 
-Label colours come from `MAISIEngine.labels.color_of`, so a liver is the same colour here, in Slicer
-and in a DICOM SEG. Hidden labels get alpha 0 in the lookup table; the overlay opacity is applied by
-the image property, so toggling a label or moving the slider never touches the label data.
+Label colours come from `MAISIDesktop.colours` (Slicer's colours where they exist, distinct colours
+elsewhere). Hidden labels get alpha 0 in the lookup table and each label may have its own opacity
+there; the overall overlay opacity is applied by the image property, so toggling a label or moving a
+slider never touches the label data.
 """
 
 from __future__ import annotations
@@ -16,15 +17,22 @@ from vtkmodules.vtkCommonDataModel import vtkImageData
 
 from MAISIEngine import labels as maisi_labels
 
-WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-    "Soft tissue": (400.0, 40.0),
-    "Lung": (1500.0, -600.0),
-    "Bone": (1800.0, 400.0),
-    "Brain": (80.0, 40.0),
-}
-"""Preset name -> (window width, level) in HU."""
+from MAISIDesktop.colours import colour_of
 
-DEFAULT_PRESET = "Soft tissue"
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "CT abdomen": (350.0, 40.0),
+    "CT bone": (1000.0, 400.0),
+    "CT brain": (100.0, 50.0),
+    "CT lung": (1400.0, -500.0),
+    "CT air": (1000.0, -426.0),
+    "Soft tissue": (400.0, 40.0),
+}
+"""Preset name -> (window width, level) in HU: the CT presets of 3D Slicer's Volumes module, and the
+common soft-tissue window."""
+
+DEFAULT_PRESET = "CT abdomen"
+CUSTOM_PRESET = "Custom"
+"""What the preset box shows once the window or level was typed or dragged."""
 LABEL_TABLE_SIZE = 256
 
 
@@ -35,22 +43,25 @@ def grey_of(hu: float | np.ndarray, window: float, level: float) -> np.ndarray:
     return np.clip(value, 0.0, 255.0)
 
 
-def label_lookup_table(hidden: Iterable[int] = ()) -> vtkLookupTable:
-    """A 256-entry table, id -> MAISI colour; background and hidden ids are transparent."""
+def label_lookup_table(hidden: Iterable[int] = (), opacities: dict[int, float] | None = None) -> vtkLookupTable:
+    """A 256-entry table, id -> label colour; background and hidden ids are transparent."""
     table = vtkLookupTable()
     table.SetNumberOfTableValues(LABEL_TABLE_SIZE)
     table.SetTableRange(0, LABEL_TABLE_SIZE - 1)
-    update_lookup_table(table, hidden)
+    update_lookup_table(table, hidden, opacities)
     return table
 
 
-def update_lookup_table(table: vtkLookupTable, hidden: Iterable[int]) -> None:
+def update_lookup_table(table: vtkLookupTable, hidden: Iterable[int], opacities: dict[int, float] | None = None) -> None:
+    """Colours and alphas of every id: 0 for background and hidden ids, else the label's own opacity."""
     hidden_ids = {int(v) for v in hidden}
+    opacities = opacities or {}
     valid = maisi_labels.valid_ids()
     for label_id in range(LABEL_TABLE_SIZE):
-        r, g, b = maisi_labels.color_of(label_id) if label_id in valid else (255, 255, 255)
+        r, g, b = colour_of(label_id) if label_id in valid else (255, 255, 255)
         visible = label_id != 0 and label_id not in hidden_ids
-        table.SetTableValue(label_id, r / 255.0, g / 255.0, b / 255.0, 1.0 if visible else 0.0)
+        alpha = float(opacities.get(label_id, 1.0)) if visible else 0.0
+        table.SetTableValue(label_id, r / 255.0, g / 255.0, b / 255.0, alpha)
     table.Modified()
 
 

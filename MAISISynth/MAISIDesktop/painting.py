@@ -2,6 +2,10 @@
 
 Every edit is recorded as the flat voxel indices it touched with their old and new values, so undo
 and redo restore exactly those voxels, whatever happened elsewhere in between.
+
+Beside the labels a document keeps a "beneath" array: for each voxel, the label that painting
+covered there. The eraser puts that label back (erasing a liver tumor gives the liver again), so
+erasing never punches background holes inside the body.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ class Edit:
     old_values: np.ndarray
     new_values: np.ndarray
     description: str = ""
+    old_beneath: np.ndarray | None = None
+    new_beneath: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -33,6 +39,18 @@ class Edit:
     def voxel_indices(self, shape: Sequence[int]) -> np.ndarray:
         """(N, 3) voxel indices (i, j, k) of the changed voxels."""
         return np.stack(np.unravel_index(self.flat_indices, tuple(shape), order="F"), axis=1)
+
+
+def initial_beneath(labels: np.ndarray) -> np.ndarray:
+    """What erasing an unpainted voxel leaves: body tissue under an organ, background under the body."""
+    beneath = np.zeros(labels.shape, dtype=np.uint8, order="F")
+    beneath[(labels != 0) & (labels != maisi_labels.BODY)] = maisi_labels.BODY
+    return beneath
+
+
+def layer_below(values: np.ndarray) -> np.ndarray:
+    """The label under a restored one when nothing more is known: body under an organ, else background."""
+    return np.where((values != 0) & (values != maisi_labels.BODY), maisi_labels.BODY, 0).astype(np.uint8)
 
 
 def _flat_view(labels: np.ndarray) -> np.ndarray:
@@ -103,9 +121,11 @@ class Stroke:
         slice_axis: int = 2,
         only_over: Iterable[int] | None = None,
         keep_tumor_in_host: bool = True,
+        beneath: np.ndarray | None = None,
     ) -> None:
         self.labels = labels
         self.flat = _flat_view(labels)
+        self.beneath = None if beneath is None else _flat_view(beneath)
         self.spacing = tuple(float(s) for s in spacing)
         self.label = int(label)
         self.radius_mm = float(radius_mm)
@@ -116,6 +136,7 @@ class Stroke:
         self.keep_tumor_in_host = keep_tumor_in_host
         self._indices: list[np.ndarray] = []
         self._old: list[np.ndarray] = []
+        self._old_beneath: list[np.ndarray] = []
         self._last_center: np.ndarray | None = None
 
     def dab(self, center: Sequence[float]) -> int:
@@ -127,11 +148,24 @@ class Stroke:
         keep = allowed_voxels(
             values, self.label, erase=self.erase, only_over=self.only_over, keep_tumor_in_host=self.keep_tumor_in_host
         )
+        if self.erase and self._indices:  # each voxel is erased once per stroke: one layer, not all
+            keep &= ~np.isin(candidates, np.concatenate(self._indices))
         changed = candidates[keep]
         if changed.size:
+            old = values[keep].copy()
             self._indices.append(changed)
-            self._old.append(values[keep].copy())
-            self.flat[changed] = 0 if self.erase else self.label
+            self._old.append(old)
+            if self.beneath is None:
+                self.flat[changed] = 0 if self.erase else self.label
+            else:
+                under = self.beneath[changed].copy()
+                self._old_beneath.append(under)
+                if self.erase:  # the covered label comes back, and the layer under it becomes the next
+                    self.flat[changed] = under
+                    self.beneath[changed] = layer_below(under)
+                else:
+                    self.flat[changed] = self.label
+                    self.beneath[changed] = old
         self._last_center = np.asarray(center, dtype=np.float64)
         return int(changed.size)
 
@@ -155,7 +189,11 @@ class Stroke:
         unique, first = np.unique(indices, return_index=True)
         new = self.flat[unique].copy()
         verb = "Erase" if self.erase else f"Paint {maisi_labels.name_of(self.label)}"
-        return Edit(unique, old[first], new, f"{verb} ({unique.size} voxels)")
+        edit = Edit(unique, old[first], new, f"{verb} ({unique.size} voxels)")
+        if self.beneath is not None:
+            edit.old_beneath = np.concatenate(self._old_beneath)[first]
+            edit.new_beneath = self.beneath[unique].copy()
+        return edit
 
 
 def place_tumor(
@@ -165,6 +203,7 @@ def place_tumor(
     diameter_mm: float,
     tumor_label: int,
     seed: int = 0,
+    beneath: np.ndarray | None = None,
 ) -> Edit:
     """Put a tumor of the engine's shape (lobulated, clipped to its host organ) at a voxel position.
 
@@ -180,7 +219,13 @@ def place_tumor(
     old = flat[changed].copy()
     flat[changed] = int(tumor_label)
     new = np.full(changed.shape, int(tumor_label), dtype=labels.dtype)
-    return Edit(changed, old, new, f"Place {maisi_labels.name_of(int(tumor_label))} ({changed.size} voxels)")
+    edit = Edit(changed, old, new, f"Place {maisi_labels.name_of(int(tumor_label))} ({changed.size} voxels)")
+    if beneath is not None:
+        under = _flat_view(beneath)
+        edit.old_beneath = under[changed].copy()
+        under[changed] = old
+        edit.new_beneath = old.copy()
+    return edit
 
 
 @dataclass
@@ -204,19 +249,27 @@ class UndoStack:
     def can_redo(self) -> bool:
         return bool(self._undone)
 
-    def undo(self, labels: np.ndarray) -> Edit | None:
+    def top(self) -> Edit | None:
+        """The last edit applied (None at the bottom of the history): marks a saved state."""
+        return self._done[-1] if self._done else None
+
+    def undo(self, labels: np.ndarray, beneath: np.ndarray | None = None) -> Edit | None:
         if not self._done:
             return None
         edit = self._done.pop()
         _flat_view(labels)[edit.flat_indices] = edit.old_values
+        if beneath is not None and edit.old_beneath is not None:
+            _flat_view(beneath)[edit.flat_indices] = edit.old_beneath
         self._undone.append(edit)
         return edit
 
-    def redo(self, labels: np.ndarray) -> Edit | None:
+    def redo(self, labels: np.ndarray, beneath: np.ndarray | None = None) -> Edit | None:
         if not self._undone:
             return None
         edit = self._undone.pop()
         _flat_view(labels)[edit.flat_indices] = edit.new_values
+        if beneath is not None and edit.new_beneath is not None:
+            _flat_view(beneath)[edit.flat_indices] = edit.new_beneath
         self._done.append(edit)
         return edit
 

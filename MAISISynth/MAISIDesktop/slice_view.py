@@ -3,6 +3,8 @@
 The display frame is the voxel grid scaled by the spacing (voxel (0, 0, 0) at the origin); since the
 study is held in closest-canonical RAS order, the cameras below give the radiological convention:
 axial and coronal views show patient right on the screen's left, the sagittal view faces left.
+Letters at the edges of each view (R/L/A/P/S/I) say which patient direction lies there, computed
+from the camera, so they stay right if the cameras change.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkImageData, vtkPolyDat
 from vtkmodules.vtkFiltersSources import vtkRegularPolygonSource
 from vtkmodules.vtkRenderingCore import (
     vtkActor,
+    vtkTextActor,
     vtkImageProperty,
     vtkImageSlice,
     vtkImageSliceMapper,
@@ -32,6 +35,27 @@ CAMERA = {
     "sagittal": ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
 }
 """View name -> (direction of projection, view up) in the display frame (RAS-aligned axes)."""
+
+AXIS_LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))
+"""Display-frame axis -> (letter of its negative end, letter of its positive end) in RAS."""
+EDGES = {"left": (0.012, 0.5), "right": (0.988, 0.5), "top": (0.5, 0.975), "bottom": (0.5, 0.025)}
+"""Edge of the view -> where its orientation letter sits (normalised viewport coordinates)."""
+
+
+def direction_letter(vector) -> str:
+    """The patient direction (R/L/A/P/S/I) closest to a display-frame direction."""
+    vector = np.asarray(vector, dtype=float)
+    axis = int(np.argmax(np.abs(vector)))
+    return AXIS_LETTERS[axis][1 if vector[axis] > 0 else 0]
+
+
+def edge_letters(orientation: str) -> dict[str, str]:
+    """Edge -> patient direction shown there, from the view's camera."""
+    direction, up = (np.asarray(v, dtype=float) for v in CAMERA[orientation])
+    right = np.cross(direction, up)
+    return {"left": direction_letter(-right), "right": direction_letter(right),
+            "top": direction_letter(up), "bottom": direction_letter(-up)}
+
 
 TOOLS = ("navigate", "brush", "eraser", "tumor")
 CROSSHAIR_COLOR = (1.0, 0.85, 0.1)
@@ -54,6 +78,7 @@ class SliceView(QtWidgets.QWidget):
     tumorClicked = QtCore.pyqtSignal(object)
     hovered = QtCore.pyqtSignal(object)
     sliceChanged = QtCore.pyqtSignal(str, int)
+    windowLevelDragged = QtCore.pyqtSignal(float, float)  # change of window, change of level (HU)
 
     def __init__(self, orientation: str, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -70,6 +95,8 @@ class SliceView(QtWidgets.QWidget):
         self.show_crosshair = True
         self._painting = False
         self._drag: tuple[int, int, int, float] | None = None  # button, x, y, start camera value
+        self._level_drag: tuple[int, int] | None = None  # last (x, y) of a Ctrl+left drag
+        self.affine = np.eye(4)
 
         self.canvas = VtkCanvas(self, handle_mouse=True)
         self.renderer = self.canvas.renderer
@@ -104,6 +131,8 @@ class SliceView(QtWidgets.QWidget):
         self._crosshair_actor = self._make_crosshair()
         self._brush_source = vtkRegularPolygonSource()
         self._brush_actor = self._make_brush_cursor()
+        self.letters = edge_letters(orientation)
+        self.letter_actors = {edge: self._make_letter(edge, letter) for edge, letter in self.letters.items()}
 
         self.canvas.pressed.connect(self._on_press)
         self.canvas.moved.connect(self._on_move)
@@ -146,6 +175,22 @@ class SliceView(QtWidgets.QWidget):
         self.renderer.AddActor(actor)
         return actor
 
+    def _make_letter(self, edge: str, letter: str) -> vtkTextActor:
+        actor = vtkTextActor()
+        actor.SetInput(letter)
+        prop = actor.GetTextProperty()
+        prop.SetFontSize(16)
+        prop.BoldOn()
+        prop.SetColor(0.95, 0.85, 0.35)
+        prop.SetJustification({"left": 0, "right": 2}.get(edge, 1))
+        prop.SetVerticalJustification({"top": 2, "bottom": 0}.get(edge, 1))
+        coordinate = actor.GetPositionCoordinate()
+        coordinate.SetCoordinateSystemToNormalizedViewport()
+        coordinate.SetValue(*EDGES[edge])
+        actor.PickableOff()
+        self.renderer.AddViewProp(actor)
+        return actor
+
     def _make_brush_cursor(self) -> vtkActor:
         self._brush_source.SetNumberOfSides(48)
         self._brush_source.GeneratePolygonOff()
@@ -182,6 +227,42 @@ class SliceView(QtWidgets.QWidget):
         self.slider.blockSignals(False)
         self.set_slice(count // 2, notify=False)
         self.fit()
+
+    def set_ct_image(self, ct: vtkImageData) -> None:
+        """Show another CT on the same grid (the before/after toggle) without moving the view."""
+        self._ct_mapper.SetInputData(ct)
+
+    def camera_state(self) -> tuple:
+        camera = self.renderer.GetActiveCamera()
+        return camera.GetFocalPoint(), camera.GetPosition(), camera.GetViewUp(), camera.GetParallelScale()
+
+    def restore_camera(self, state: tuple) -> None:
+        camera = self.renderer.GetActiveCamera()
+        focal, position, up, scale = state
+        camera.SetFocalPoint(*focal)
+        camera.SetPosition(*position)
+        camera.SetViewUp(*up)
+        camera.SetParallelScale(scale)
+        self.renderer.ResetCameraClippingRange()
+
+    def set_affine(self, affine: np.ndarray) -> None:
+        """Voxel -> RAS millimetres of the study, for the slice position in mm."""
+        self.affine = np.asarray(affine, dtype=float)
+        self._show_position()
+
+    def slice_position_mm(self) -> float:
+        """The world coordinate (RAS mm) of the slice along this view's axis."""
+        ijk = np.zeros(3)
+        ijk[self.axis] = self.slice_index
+        return float((self.affine @ np.append(ijk, 1.0))[self.axis])
+
+    def _show_position(self) -> None:
+        if self.shape is None:
+            self.position_label.setText("")
+            return
+        letter = "RAS"[self.axis]
+        self.position_label.setText(f"{letter} {self.slice_position_mm():.1f} mm   "
+                                    f"{'ijk'[self.axis]} {self.slice_index} / {self.shape[self.axis] - 1}")
 
     def set_window_level(self, window: float, level: float) -> None:
         prop = self._ct_slice.GetProperty()
@@ -243,7 +324,7 @@ class SliceView(QtWidgets.QWidget):
         self.slider.blockSignals(True)
         self.slider.setValue(index)
         self.slider.blockSignals(False)
-        self.position_label.setText(f"{'ijk'[self.axis]} = {index} / {self.shape[self.axis] - 1}")
+        self._show_position()
         self._update_crosshair_actor()
         if notify and changed:
             self.sliceChanged.emit(self.orientation, index)
@@ -305,6 +386,9 @@ class SliceView(QtWidgets.QWidget):
     # -- mouse ------------------------------------------------------------------------------------
     def _on_press(self, x: int, y: int, button: int, modifiers: int) -> None:
         self.canvas.setFocus()
+        if button == _LEFT and modifiers & _CTRL:
+            self._level_drag = (x, y)
+            return
         if button == _LEFT:
             ijk = self.voxel_at(x, y)
             if ijk is None:
@@ -324,6 +408,12 @@ class SliceView(QtWidgets.QWidget):
         if self._drag is not None:
             self._drag_camera(x, y)
             return
+        if self._level_drag is not None:
+            x0, y0 = self._level_drag
+            self._level_drag = (x, y)
+            # As in Slicer: right widens the window, up raises the level (4 HU per pixel, 2 HU per pixel).
+            self.windowLevelDragged.emit(4.0 * (x - x0), 2.0 * (y - y0))
+            return
         ijk = self.voxel_at(x, y)
         if self._painting and ijk is not None:
             self.strokeMoved.emit(ijk)
@@ -334,6 +424,9 @@ class SliceView(QtWidgets.QWidget):
         self._show_brush(ijk)
 
     def _on_release(self, x: int, y: int, button: int, modifiers: int) -> None:
+        if button == _LEFT and self._level_drag is not None:
+            self._level_drag = None
+            return
         if button == _LEFT and self._painting:
             self._painting = False
             self.strokeFinished.emit()
@@ -373,8 +466,18 @@ class SliceView(QtWidgets.QWidget):
             int(QtCore.Qt.Key_Up): 1, int(QtCore.Qt.Key_Down): -1,
             int(QtCore.Qt.Key_PageUp): 10, int(QtCore.Qt.Key_PageDown): -10,
         }
+        sideways = {int(QtCore.Qt.Key_Left): -1, int(QtCore.Qt.Key_Right): 1}
         if key in moves:
             self._on_wheel(moves[key], 0)
+        elif key in sideways and self.shape is not None:
+            # Left/Right move the cursor one voxel towards that side of the screen, within the slice.
+            direction, up = (np.asarray(v, dtype=float) for v in CAMERA[self.orientation])
+            right = np.cross(direction, up)
+            axis = int(np.argmax(np.abs(right)))
+            target = np.asarray(self.crosshair, dtype=float).copy()
+            target[self.axis] = self.slice_index
+            target[axis] = np.clip(target[axis] + sideways[key] * np.sign(right[axis]), 0, self.shape[axis] - 1)
+            self.positionPicked.emit(target)
         elif key == int(QtCore.Qt.Key_R):
             self.fit()
             self.canvas.draw()
