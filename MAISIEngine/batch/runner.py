@@ -120,7 +120,7 @@ def _folder_mask(folder: str, position: int) -> tuple[Volume, str]:
     if not files:
         raise MaisiError(f"mask folder {folder} holds no NIfTI files", "put label maps (.nii.gz) with MAISI ids there")
     path = files[position % len(files)]
-    return read_volume(path, what="mask"), str(path)
+    return read_volume(path, what="mask", labels=True), str(path)
 
 
 def _database_mask(options: dict[str, Any], spec: BatchSpec, position: int, default_size: tuple[int, ...],
