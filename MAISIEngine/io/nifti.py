@@ -140,8 +140,7 @@ def read_volume(path: str | Path, what: str = "image", labels: bool = False) -> 
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise MaisiError(f"{what} {path.name} is not a NIfTI file ({type(img).__name__})", "give a .nii or .nii.gz file")
     check_header(img, path, what, labels=labels)
-    header = img.header
-    offset = int(header.get_data_offset())
+    offset = int(getattr(img.dataobj, "offset", 0))
     expected = offset + int(np.prod(img.shape, dtype=object)) * np.dtype(img.get_data_dtype()).itemsize
     try:
         if _is_gzip(path):
@@ -149,9 +148,7 @@ def read_volume(path: str | Path, what: str = "image", labels: bool = False) -> 
             if len(payload) < expected:
                 raise _header_error(what, path, f"holds {len(payload)} bytes, its header needs {expected}",
                                     "the file was truncated; copy or export it again")
-            import io
-
-            data = header.data_from_fileobj(io.BytesIO(payload))
+            data = np.asanyarray(type(img).from_bytes(payload).dataobj)
             del payload
         else:
             if path.stat().st_size < expected:
