@@ -115,8 +115,24 @@ def run_inpaint(job: InpaintJob) -> dict[str, Any]:
     return run_inpaint_job(job, progress=_progress, log=_log)
 
 
+def check_phantom_job(job: PhantomJob) -> None:
+    from MAISIEngine import validation as v
+
+    if not isinstance(job.output_dir, str) or not job.output_dir.strip():
+        raise MaisiError("'output_dir' must name a folder", "give the folder the phantom is written to")
+    size = v.check_size(job.size, "size")
+    if size is not None and min(size) < 16:
+        raise MaisiError(f"'size' {list(size)} is too small for a phantom", "use at least 16 voxels per axis")
+    v.check_spacing(job.spacing, "spacing")
+    v.check_seed(job.seed, "seed")
+    if not isinstance(job.region, str) or not isinstance(job.tumors, list):
+        raise MaisiError("'region' must be a name and 'tumors' a list of names", 'e.g. "chest-abdomen", ["liver"]')
+
+
 def run_phantom(job: PhantomJob) -> dict[str, Any]:
     from MAISIEngine.phantom import make_phantom, write_phantom
+
+    check_phantom_job(job)
 
     emit({"event": "progress", "stage": "phantom", "step": 0, "total": 1, "eta_s": None})
     phantom = make_phantom(size=tuple(job.size), spacing=tuple(job.spacing), region=job.region, seed=job.seed,

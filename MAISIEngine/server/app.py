@@ -184,10 +184,10 @@ def read_token(path: Path | None) -> str | None:
         token = Path(path).read_text().strip()
     except OSError as exc:
         raise MaisiError(f"cannot read token file {path} ({exc.strerror})", "write the token into a file") from None
-    mode = path.stat().st_mode & 0o777
+    if len(token) < 16:
+        raise MaisiError("the token is shorter than 16 characters", "use a long random token, e.g. `openssl rand -hex 32`")
+    mode = Path(path).stat().st_mode & 0o777
     if os.name == "posix" and mode & 0o077:
         print(f"warning: token file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`",
               file=sys.stderr)
-    if len(token) < 16:
-        raise MaisiError("the token is shorter than 16 characters", "use a long random token, e.g. `openssl rand -hex 32`")
     return token

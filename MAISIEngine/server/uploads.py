@@ -133,6 +133,8 @@ class MultipartToDisk:
 async def receive_multipart(request, inputs: Path, max_part_bytes: int, max_total_bytes: int) -> Received:
     """Stream the request body into `inputs`; `JobRefused` for bodies that are not a whole, bounded form."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type == b"application/x-www-form-urlencoded":  # a job without files
+        return await _receive_urlencoded(request)
     if content_type != b"multipart/form-data":
         raise JobRefused(415, "a job is submitted as multipart/form-data",
                          "send the job JSON as the form field 'job' and files as parts")
@@ -165,3 +167,24 @@ async def receive_multipart(request, inputs: Path, max_part_bytes: int, max_tota
     finally:
         sink.close()
     return sink.received
+
+
+async def _receive_urlencoded(request) -> Received:
+    """A form without files (a phantom or template job): small, read whole, each field once."""
+    from urllib.parse import parse_qsl
+
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_TEXT_BYTES:
+            raise JobRefused(413, f"the form is larger than {MAX_TEXT_BYTES} bytes", "send files as multipart parts")
+    received = Received(total=len(body))
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), max_num_fields=16)
+    except ValueError as exc:
+        raise JobRefused(400, f"the form is malformed ({exc.__class__.__name__})", "") from None
+    for name, value in pairs:
+        if name in received.fields:
+            raise JobRefused(400, f"the field '{name}' was sent twice", "send each field once")
+        received.fields[name] = value
+    return received
