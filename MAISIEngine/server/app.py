@@ -64,7 +64,7 @@ def create_app(store: JobStore, token: str | None, max_upload_bytes: int, model_
     store.public_paths = [(str(folder), name) for name, folder in models.items() if folder is not None]
     upload_slots = asyncio.Semaphore(max_parallel_uploads)
 
-    def authorise(request: Request) -> None:
+    async def authorise(request: Request) -> None:
         if expected is None:
             return
         header = request.headers.get("authorization", "")
@@ -83,11 +83,11 @@ def create_app(store: JobStore, token: str | None, max_upload_bytes: int, model_
         return {**asdict(state), "queue_position": store.queue_position(state.id)}
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "devices": store.devices}
 
     @app.get("/whoami", dependencies=[Depends(authorise)])
-    def whoami() -> dict[str, Any]:
+    async def whoami() -> dict[str, Any]:
         """An authenticated ping: clients check their token here before submitting anything."""
         return {"status": "ok", "authenticated": True, "version": __version__, "devices": store.devices}
 
@@ -139,7 +139,7 @@ def create_app(store: JobStore, token: str | None, max_upload_bytes: int, model_
         return JSONResponse(describe(state), status_code=201)
 
     @app.get("/jobs/{job_id}", dependencies=[Depends(authorise)])
-    def status(job_id: str) -> dict[str, Any]:
+    async def status(job_id: str) -> dict[str, Any]:
         return describe(state_or_404(job_id))
 
     @app.get("/jobs/{job_id}/events", dependencies=[Depends(authorise)])

@@ -218,7 +218,8 @@ class JobStore:
                 write_text_atomic(folder / "job.json", json.dumps(job))
             process = subprocess.Popen([self.python, "-m", "MAISIEngine.worker", str(folder / "job.json")],
                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                       start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                       start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                       preexec_fn=_lower_priority if os.name == "posix" else None)
             self.processes[job_id] = process
             state.status, state.started, state.device = RUNNING, time.time(), device
             self._save(state)
@@ -269,6 +270,14 @@ class JobStore:
                                           "hint": (final or {}).get("hint", "")}, job_id)
             self._save(state)
             self.changed.notify_all()
+
+
+WORKER_NICENESS = 5
+"""Workers run a little below the server, so status answers stay fast while a job uses every core."""
+
+
+def _lower_priority() -> None:
+    os.nice(WORKER_NICENESS)
 
 
 def _device_keys(job: dict[str, Any]) -> set[str]:
