@@ -270,3 +270,35 @@ def test_sigterm_to_the_server_marks_its_jobs_failed_at_once(tiny_model_dir, big
     for job_id in (running, waiting):
         state = json.loads((jobs / job_id / "state.json").read_text())
         assert state["status"] == "failed" and "server stopped" in state["error"]["message"]
+
+
+@pytest.mark.parametrize("mode, cached_mode", [(0o644, 0o644), (0o640, 0o600), (0o600, 0o600)])
+def test_imported_weights_are_private_unless_the_source_was_world_readable(mode, cached_mode, tmp_path) -> None:
+    import io
+
+    import torch
+
+    from MAISIEngine.weights.cache import cache_path
+    from MAISIEngine.weights.local import import_files
+    from MAISIEngine.weights.manifest import entry_by_name
+
+    entry = entry_by_name("autoencoder_v1.pt")
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.zeros(11_000_000)}}, buffer)  # 44 MB: within 2x of the published 84 MB
+    source = tmp_path / "usb" / "autoencoder_v1.pt"
+    source.parent.mkdir()
+    source.write_bytes(buffer.getvalue())
+    source.chmod(mode)
+    [imported] = import_files([source.parent], show_bar=False)
+    assert imported.path == cache_path(entry) and cache_path(entry).stat().st_mode & 0o777 == cached_mode
+
+
+def test_a_link_inside_the_imported_folder_is_followed(tmp_path) -> None:
+    from MAISIEngine.weights.local import import_files
+
+    folder = tmp_path / "usb"
+    (folder / "real").mkdir(parents=True)
+    (folder / "real" / "data.json").write_text('{"candidates": []}')
+    (folder / "candidate_masks_flexible_size_and_spacing_4000.json").symlink_to(folder / "real" / "data.json")
+    [imported] = import_files([folder], show_bar=False)
+    assert imported.path.read_text() == '{"candidates": []}' and not imported.path.is_symlink()

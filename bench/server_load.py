@@ -91,8 +91,12 @@ def status_load(folder: Path, clients: int, seconds: float, steps: int) -> dict:
         answer = requests.post(f"{server.url}/jobs", headers=HEADERS, data={"job": json.dumps(job)}, timeout=30)
         answer.raise_for_status()
         job_id = answer.json()["id"]
-        while requests.get(f"{server.url}/jobs/{job_id}", headers=HEADERS, timeout=10).json()["status"] == "queued":
-            time.sleep(0.1)
+        deadline = time.monotonic() + 600
+        while ((requests.get(f"{server.url}/jobs/{job_id}", headers=HEADERS, timeout=10).json().get("progress")
+                or {}).get("stage") != "sampling"):  # measure while the denoising loop keeps every core busy
+            if time.monotonic() > deadline:
+                raise RuntimeError("the generation never reached sampling")
+            time.sleep(0.2)
         latencies: list[float] = []
         errors: list[str] = []
         stop = time.monotonic() + seconds
@@ -161,7 +165,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--steps", type=int, default=30, help="denoising steps of the generation that runs meanwhile")
+    parser.add_argument("--steps", type=int, default=100, help="denoising steps of the generation that runs meanwhile")
     parser.add_argument("--uploads", type=int, default=10)
     parser.add_argument("--upload-mb", type=float, default=64.0)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")

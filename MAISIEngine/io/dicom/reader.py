@@ -123,7 +123,9 @@ def _pick_series(series: dict[str, list[_Header]], folder: Path, series_uid: str
 def _load_series(slices: Sequence[_Header]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     ordered, positions = _sorted_slices(slices)
     first = ordered[0].dataset
-    volume = np.empty((int(first.Columns), int(first.Rows), len(ordered)), dtype=np.float64)
+    shape = (int(first.Columns), int(first.Rows), len(ordered))
+    _check_series_budget(shape)
+    volume = np.empty(shape, dtype=np.float64)
     for k, h in enumerate(ordered):
         ds = pydicom.dcmread(h.path)
         slope = float(getattr(ds, "RescaleSlope", 1) or 1)
@@ -190,6 +192,15 @@ def _segment_codes(item: Dataset) -> tuple[Code, Code, Code | None, Code | None,
         _code(region),
         _code(_first(region, "AnatomicRegionModifierSequence")) if region is not None else None,
     )
+
+
+def _check_series_budget(shape: tuple[int, int, int]) -> None:
+    """Refuse a series whose headers promise more voxels than any volume we read, before allocating it."""
+    from MAISIEngine.io.nifti import MAX_INPUT_VOXELS
+
+    if min(shape) < 1 or shape[0] * shape[1] * shape[2] > MAX_INPUT_VOXELS // 4:  # read as float64
+        raise MaisiError(f"the DICOM series is {shape[0]}x{shape[1]}x{shape[2]} voxels, too large to read",
+                         f"at most {MAX_INPUT_VOXELS // 4} voxels; crop or resample it")
 
 
 def _check_frame_budget(header: Dataset, path: Path) -> None:
