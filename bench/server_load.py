@@ -83,51 +83,68 @@ class Server:
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def status_load(folder: Path, clients: int, seconds: float, steps: int) -> dict:
+def poll_status(url: str, job_id: str, clients: int, seconds: float) -> dict:
+    """`clients` threads, each with its own connection, asking for the job's status for `seconds`."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    stop = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def client() -> None:
+        session = requests.Session()
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            try:
+                response = session.get(f"{url}/jobs/{job_id}", headers=HEADERS, timeout=10)
+                ok = response.status_code == 200 and "status" in response.json()
+            except requests.RequestException as exc:
+                ok, response = False, exc
+            elapsed = time.perf_counter() - start
+            with lock:
+                latencies.append(elapsed)
+                if not ok:
+                    errors.append(str(response))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ms = np.asarray(latencies) * 1000
+    return {"clients": clients, "seconds": seconds, "requests": len(latencies), "errors": len(errors),
+            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
+
+
+def _wait_stage(url: str, job_id: str, wanted: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = requests.get(f"{url}/jobs/{job_id}", headers=HEADERS, timeout=10).json()
+        if state["status"] == wanted or (state.get("progress") or {}).get("stage") == wanted:
+            return state
+        if time.monotonic() > deadline or state["status"] in ("failed", "cancelled"):
+            raise RuntimeError(f"job {job_id} never reached {wanted}: {state}")
+        time.sleep(0.2)
+
+
+def status_load(folder: Path, clients: int, seconds: float, steps: int) -> tuple[dict, dict]:
+    """Status latency with the server idle (a finished job), then during a generation's sampling."""
     server = Server(folder)
     try:
+        phantom = {"type": "phantom", "size": [16, 16, 16], "spacing": [8.0, 8.0, 8.0]}
+        idle_id = requests.post(f"{server.url}/jobs", headers=HEADERS, data={"job": json.dumps(phantom)},
+                                timeout=30).json()["id"]
+        _wait_stage(server.url, idle_id, "done")
+        idle = poll_status(server.url, idle_id, clients, seconds)
         job = {"type": "generate", "model": "demo", "template": {"kind": "phantom", "region": "chest-abdomen"},
                "size": [128, 128, 128], "spacing": [3.0, 3.0, 3.0], "steps": steps, "device": "cpu"}
         answer = requests.post(f"{server.url}/jobs", headers=HEADERS, data={"job": json.dumps(job)}, timeout=30)
         answer.raise_for_status()
         job_id = answer.json()["id"]
-        deadline = time.monotonic() + 600
-        while ((requests.get(f"{server.url}/jobs/{job_id}", headers=HEADERS, timeout=10).json().get("progress")
-                or {}).get("stage") != "sampling"):  # measure while the denoising loop keeps every core busy
-            if time.monotonic() > deadline:
-                raise RuntimeError("the generation never reached sampling")
-            time.sleep(0.2)
-        latencies: list[float] = []
-        errors: list[str] = []
-        stop = time.monotonic() + seconds
-        lock = threading.Lock()
-
-        def client() -> None:
-            session = requests.Session()
-            while time.monotonic() < stop:
-                start = time.perf_counter()
-                try:
-                    response = session.get(f"{server.url}/jobs/{job_id}", headers=HEADERS, timeout=10)
-                    ok = response.status_code == 200 and "status" in response.json()
-                except requests.RequestException as exc:
-                    ok, response = False, exc
-                elapsed = time.perf_counter() - start
-                with lock:
-                    latencies.append(elapsed)
-                    if not ok:
-                        errors.append(str(response))
-
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        _wait_stage(server.url, job_id, "sampling")  # measure while the denoising loop keeps every core busy
+        busy = poll_status(server.url, job_id, clients, seconds)
         state = requests.get(f"{server.url}/jobs/{job_id}", headers=HEADERS, timeout=10).json()
-        ms = np.asarray(latencies) * 1000
-        return {"clients": clients, "seconds": seconds, "requests": len(latencies), "errors": len(errors),
-                "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-                "max_ms": float(ms.max()), "job_status_at_end": state["status"],
-                "job_stage_at_end": (state.get("progress") or {}).get("stage")}
+        busy.update(job_status_at_end=state["status"], job_stage_at_end=(state.get("progress") or {}).get("stage"))
+        return idle, busy
     finally:
         server.stop()
 
@@ -175,14 +192,17 @@ def main() -> int:
         (root / "a").mkdir()
         (root / "b").mkdir()
         (root / "c").mkdir()
-        status = status_load(root / "a", args.clients, args.seconds, args.steps)
+        idle, status = status_load(root / "a", args.clients, args.seconds, args.steps)
         at_limit = parallel_uploads(root / "b", args.uploads, args.upload_mb, parallel_limit=args.uploads)
         default_limit = parallel_uploads(root / "c", args.uploads, args.upload_mb, parallel_limit=4)
     if args.json:
-        print(json.dumps({"status": status, "uploads": [at_limit, default_limit]}, indent=2))
+        print(json.dumps({"status_idle": idle, "status": status, "uploads": [at_limit, default_limit]}, indent=2))
         return 0
     for line in machine_lines():
         print(line)
+    print(f"\nstatus requests, {idle['clients']} clients for {idle['seconds']:.0f} s, no job running:")
+    print(f"  {idle['requests']} requests, {idle['errors']} errors, p50 {idle['p50_ms']:.1f} ms, "
+          f"p99 {idle['p99_ms']:.1f} ms, max {idle['max_ms']:.1f} ms")
     print(f"\nstatus requests, {status['clients']} clients for {status['seconds']:.0f} s during a generation "
           f"(job {status['job_status_at_end']}, stage {status['job_stage_at_end']}):")
     print(f"  {status['requests']} requests, {status['errors']} errors, p50 {status['p50_ms']:.1f} ms, "
