@@ -1,8 +1,10 @@
 """`maisi serve`: an HTTP job server over the worker protocol, for clients without a GPU.
 
-Submit a job with its files (multipart), follow progress by polling or server-sent events, download
-results, cancel. Token authentication (compared in constant time), an upload size limit, uploaded
-file names reduced to safe base names inside the job folder, one job at a time per GPU with a queue.
+Submit a job with its files (multipart, streamed to disk), follow progress by polling or server-sent
+events, download results, cancel. Token authentication (compared in constant time); job fields typed
+(`schema`), files only as uploads and models only by name; uploads bounded per part, in total and in
+number at once; a bounded queue (429 + Retry-After); a Host / Origin guard (`guard`); one job at a time
+per device. Nothing a client is sent names a path on the server.
 """
 
 from __future__ import annotations
