@@ -12,9 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from MAISIEngine import __version__
-from MAISIEngine.errors import MaisiError
+from MAISIEngine.errors import CancelledError, MaisiError
 
 SUBCOMMAND_MODULES = (
     "MAISIEngine.commands.generate",
@@ -42,8 +43,22 @@ def _load(name: str) -> ModuleType | None:
     return module if hasattr(module, "add_parser") and hasattr(module, "run") else None
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is the same one line as every other refusal (and exit 2)."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        raise MaisiError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    from MAISIEngine.io.atomic import remove_live_partials
+
+    remove_live_partials()
+    raise CancelledError("terminated (SIGTERM); nothing was written", "run the command again")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="maisi",
         description="Synthetic CT volumes with their label maps, from MAISI models (SYNTHETIC, not for clinical use).",
     )
@@ -66,6 +81,20 @@ def print_error(error: MaisiError) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parser, owners = build_parser()
         args = parser.parse_args(argv)

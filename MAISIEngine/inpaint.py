@@ -268,7 +268,7 @@ def inpaint(request: InpaintRequest, progress: Callable | None = None, log: Call
 
 def read_tumor(path: str, image: Volume) -> np.ndarray:
     """A tumor mask file on the CT grid (any non-zero voxel is tumor)."""
-    tumor = read_volume(path, what="tumor mask")
+    tumor = read_volume(path, what="tumor mask", labels=True)
     if not same_grid(tumor, image):
         raise MaisiError("the tumor mask is on a different grid from the image", "paint the tumor on the CT's grid")
     return np.asarray(tumor.array) != 0
@@ -282,7 +282,7 @@ def tumor_from_labels(labels: Volume, tumor_type: str) -> np.ndarray:
 def run_inpaint_job(job: Any, progress: Callable | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Worker entry: read the files of an inpaint job, inpaint, write outputs atomically."""
     image = read_volume(job.image, what="image")
-    labels = read_volume(job.labels, what="labels")
+    labels = read_volume(job.labels, what="labels", labels=True)
     mask_ops.validate_label_ids(np.asarray(labels.array), what="labels")
     tumor = read_tumor(job.tumor, image) if job.tumor else tumor_from_labels(labels, job.tumor_type)
     request = InpaintRequest(image=image, labels=labels, tumor=tumor, tumor_type=job.tumor_type, model=job.model,

@@ -75,6 +75,23 @@ class UnsafeCheckpointError(MaisiError):
     """The file needs arbitrary code to unpickle and was refused."""
 
 
+SAFETENSORS_MAX_HEADER = 100 << 20
+"""The JSON header of a safetensors file is at most 100 MB (the format's own reader refuses more)."""
+
+
+def check_safetensors_header(path: Path) -> None:
+    """Refuse a safetensors file whose 8-byte header length is absurd, before anything reads the header."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+    if length < 2 or length > SAFETENSORS_MAX_HEADER or length + 8 > size:
+        raise MaisiError(f"{path.name} is not a valid safetensors file (header length {length}, file size {size})",
+                         "the file is damaged or not a weight file; copy or export it again")
+
+
 def read_checkpoint_file(path: str | Path) -> Any:
     """Read a `.pt`/`.pth` with `weights_only=True`, or a `.safetensors` file, refusing anything else."""
     path = Path(path)
@@ -83,9 +100,14 @@ def read_checkpoint_file(path: str | Path) -> Any:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-            return {"__safetensors__": tensors, "__metadata__": dict(handle.metadata() or {})}
+        check_safetensors_header(path)
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+                return {"__safetensors__": tensors, "__metadata__": dict(handle.metadata() or {})}
+        except Exception as exc:  # noqa: BLE001 - SafetensorError and friends for damaged files
+            raise MaisiError(f"cannot read weight file {path.name} ({exc.__class__.__name__})",
+                             "the file is damaged; copy or export it again") from None
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError (or RuntimeError wrapping it) for unsafe pickles

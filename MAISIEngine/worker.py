@@ -26,6 +26,9 @@ def emit(event: dict[str, Any]) -> None:
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
+    from MAISIEngine.io.atomic import remove_live_partials
+
+    remove_live_partials()
     raise CancelledError("the job was cancelled", "start it again when you are ready")
 
 
@@ -37,11 +40,49 @@ def _log(message: str) -> None:
     emit({"event": "log", "message": message, "level": "warning" if message.startswith("warning") else "info"})
 
 
+def check_generate_job(job: GenerateJob) -> None:
+    """The job file's fields, checked as the CLI checks its flags, before anything is read or computed."""
+    from MAISIEngine.commands.common import check_model_argument
+    from MAISIEngine import validation as v
+
+    v.check_output_dir(job.output_dir, "output_dir")
+    v.check_size(job.size, "size")
+    v.check_spacing(job.spacing, "spacing")
+    v.check_seed(job.seed, "seed")
+    v.check_steps(job.steps, "steps")
+    v.check_guidance(job.guidance_scale, "guidance_scale")
+    v.check_retries(job.quality_retries, "quality_retries")
+    v.check_device(job.device, "device")
+    v.check_memory(job.max_gpu_memory, "max_gpu_memory")
+    if job.mask is not None and not isinstance(job.mask, str):
+        raise MaisiError(f"'mask' must be a file path, got {job.mask!r}", "give the label map's path")
+    if job.template is not None and not isinstance(job.template, dict):
+        raise MaisiError("'template' must be an object", 'e.g. {"kind": "phantom"}')
+    if not isinstance(job.model, str):
+        raise MaisiError(f"'model' must be a name or a folder, got {job.model!r}", "e.g. demo")
+    check_model_argument(job.model)
+
+
+def check_inpaint_job(job: InpaintJob) -> None:
+    from MAISIEngine import validation as v
+
+    v.check_output_dir(job.output_dir, "output_dir")
+    v.check_seed(job.seed, "seed")
+    v.check_steps(job.steps, "steps")
+    v.check_device(job.device, "device")
+    v.check_float(job.margin_mm, "margin_mm", 0.0, 200.0)
+    for key in ("image", "labels", "tumor"):
+        value = getattr(job, key)
+        if value is not None and not isinstance(value, str):
+            raise MaisiError(f"'{key}' must be a file path, got {value!r}", "give the file's path")
+
+
 def run_generate(job: GenerateJob) -> dict[str, Any]:
     from MAISIEngine.commands.common import parse_memory, read_mask
     from MAISIEngine.conditioning import parse_regions
     from MAISIEngine.pipeline import GenerationRequest, generate
 
+    check_generate_job(job)
     size, spacing, region, seed = job.size, job.spacing, job.region, job.seed
     mask = read_mask(Path(job.mask)) if job.mask else None
     if mask is None and job.template:
@@ -66,6 +107,7 @@ def run_generate(job: GenerateJob) -> dict[str, Any]:
 
 
 def run_inpaint(job: InpaintJob) -> dict[str, Any]:
+    check_inpaint_job(job)
     try:
         from MAISIEngine.inpaint import run_inpaint_job
     except ImportError:
@@ -74,8 +116,24 @@ def run_inpaint(job: InpaintJob) -> dict[str, Any]:
     return run_inpaint_job(job, progress=_progress, log=_log)
 
 
+def check_phantom_job(job: PhantomJob) -> None:
+    from MAISIEngine import validation as v
+
+    if not isinstance(job.output_dir, str) or not job.output_dir.strip():
+        raise MaisiError("'output_dir' must name a folder", "give the folder the phantom is written to")
+    size = v.check_size(job.size, "size")
+    if size is not None and min(size) < 16:
+        raise MaisiError(f"'size' {list(size)} is too small for a phantom", "use at least 16 voxels per axis")
+    v.check_spacing(job.spacing, "spacing")
+    v.check_seed(job.seed, "seed")
+    if not isinstance(job.region, str) or not isinstance(job.tumors, list):
+        raise MaisiError("'region' must be a name and 'tumors' a list of names", 'e.g. "chest-abdomen", ["liver"]')
+
+
 def run_phantom(job: PhantomJob) -> dict[str, Any]:
     from MAISIEngine.phantom import make_phantom, write_phantom
+
+    check_phantom_job(job)
 
     emit({"event": "progress", "stage": "phantom", "step": 0, "total": 1, "eta_s": None})
     phantom = make_phantom(size=tuple(job.size), spacing=tuple(job.spacing), region=job.region, seed=job.seed,

@@ -13,15 +13,21 @@ TOKEN = "s3cret-token-for-tests-0123456789"
 
 @contextmanager
 def running_server(jobs_dir: Path, token: str | None = TOKEN, max_upload_bytes: int = 4 << 20,
-                   devices: list[str] | None = None) -> Iterator[tuple[str, object]]:
+                   devices: list[str] | None = None, model_dirs: list[Path] | None = None,
+                   **options: object) -> Iterator[tuple[str, object]]:
+    """The server as `maisi serve` runs it (header timeout protocol included); `model_dirs` are offered
+    to clients by folder name, `options` go to `create_app` (max_queued, max_parallel_uploads, ...)."""
     import uvicorn
 
     from MAISIEngine.server.app import create_app
+    from MAISIEngine.server.guard import HeaderTimeoutH11
     from MAISIEngine.server.queue import JobStore
 
     store = JobStore(jobs_dir, devices or ["cpu"])
-    app = create_app(store, token, max_upload_bytes)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
+    app = create_app(store, token, max_upload_bytes, model_dirs={Path(d).name: Path(d) for d in model_dirs or []},
+                     **options)  # type: ignore[arg-type]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", http=HeaderTimeoutH11,
+                                           timeout_keep_alive=5))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

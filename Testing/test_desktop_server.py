@@ -64,7 +64,7 @@ def test_generation_runs_on_the_server_and_the_result_is_shown_here(window, qtbo
     labels = torso_labels((32, 32, 32))
     assert window.load_label_file(write_nifti(tmp_path / "mask32.nii.gz", labels, np.diag([8.0, 8.0, 8.0, 1.0])))
     panel = window.generate_panel
-    with running_server(tmp_path / "server-jobs") as (url, store):
+    with running_server(tmp_path / "server-jobs", model_dirs=[tiny_model_dir]) as (url, store):
         choose_server(qtbot, window, url, token_path)
         assert panel.weights_label.text() == "Weights: on the server (checked when a job starts)"
         qtbot.mouseClick(panel.test_connection_button, QtCore.Qt.LeftButton)
@@ -116,7 +116,7 @@ def test_cancel_stops_the_job_on_the_server_and_leaves_no_run(window, qtbot, tmp
     assert window.load_label_file(write_nifti(tmp_path / "mask32.nii.gz", torso_labels((32, 32, 32)),
                                               np.diag([8.0, 8.0, 8.0, 1.0])))
     panel = window.generate_panel
-    with running_server(tmp_path / "server-jobs") as (url, store):
+    with running_server(tmp_path / "server-jobs", model_dirs=[tiny_model_dir]) as (url, store):
         choose_server(qtbot, window, url, token_path)
         panel.set_model(str(tiny_model_dir))
         panel.steps.setValue(500)
@@ -140,7 +140,7 @@ def test_wrong_token_shows_a_dialog_and_the_app_stays_usable(window, qtbot, tmp_
     mask = write_nifti(tmp_path / "mask32.nii.gz", torso_labels((32, 32, 32)), np.diag([8.0, 8.0, 8.0, 1.0]))
     assert window.load_label_file(mask)
     panel = window.generate_panel
-    with running_server(tmp_path / "server-jobs") as (url, store):
+    with running_server(tmp_path / "server-jobs", model_dirs=[tiny_model_dir]) as (url, store):
         choose_server(qtbot, window, url, wrong)
         qtbot.mouseClick(panel.test_connection_button, QtCore.Qt.LeftButton)
         assert window.last_error == ("the MAISI server refused the access token", "check the token file you chose")

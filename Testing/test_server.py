@@ -40,11 +40,11 @@ def mask(tmp_path: Path) -> Path:
 
 
 def generate_job(model_dir: Path, steps: int = 3, seed: int = 0) -> dict:
-    return {"type": "generate", "model": str(model_dir), "steps": steps, "seed": seed, "device": "cpu"}
+    return {"type": "generate", "model": model_dir.name, "steps": steps, "seed": seed, "device": "cpu"}
 
 
 def test_second_job_queues_then_both_complete_and_results_download(tiny_model_dir, mask, tmp_path) -> None:
-    with running_server(tmp_path / "jobs") as (url, _):
+    with running_server(tmp_path / "jobs", model_dirs=[tiny_model_dir]) as (url, _):
         first = submit(url, generate_job(tiny_model_dir, steps=60), mask)
         second = submit(url, generate_job(tiny_model_dir, steps=3, seed=1), mask)
         assert first.status_code == 201 and second.status_code == 201
@@ -69,7 +69,7 @@ def test_second_job_queues_then_both_complete_and_results_download(tiny_model_di
 
 def test_cancel_stops_the_job_and_leaves_no_output(tiny_model_dir, tmp_path) -> None:
     big = write_volume(tmp_path / "big.nii.gz", block_mask((64, 64, 64)), np.diag([2, 2, 2, 1]), dtype=np.uint8)
-    with running_server(tmp_path / "jobs") as (url, _):
+    with running_server(tmp_path / "jobs", model_dirs=[tiny_model_dir]) as (url, _):
         job_id = submit(url, generate_job(tiny_model_dir, steps=500), big).json()["id"]
         deadline = time.monotonic() + 60
         while requests.get(f"{url}/jobs/{job_id}", headers=AUTH, timeout=10).json().get("progress", {}) in (None, {}) \
@@ -103,7 +103,7 @@ def test_upload_over_the_limit_gets_413(tmp_path) -> None:
 
 
 def test_file_name_cannot_escape_the_job_folder(tiny_model_dir, mask, tmp_path) -> None:
-    with running_server(tmp_path / "jobs") as (url, _):
+    with running_server(tmp_path / "jobs", model_dirs=[tiny_model_dir]) as (url, _):
         response = submit(url, generate_job(tiny_model_dir), mask, filename="../../escape.nii.gz")
         if response.status_code == 201:
             job_id = response.json()["id"]
@@ -126,7 +126,7 @@ def test_front_end_server_mode_runs_a_generation(tiny_model_dir, mask, tmp_path)
 
     from MAISISynthLib.remote import RemoteJobRunner
 
-    with running_server(tmp_path / "jobs") as (url, _):
+    with running_server(tmp_path / "jobs", model_dirs=[tiny_model_dir]) as (url, _):
         runner = RemoteJobRunner(url, TOKEN)
         assert runner.check()["status"] == "ok"
         job = {"type": "generate", "model": str(tiny_model_dir), "mask": str(mask), "seed": 3, "steps": 2,

@@ -47,7 +47,7 @@ def test_generation_on_the_server_loads_into_nodes(slicer_scene, tiny_model_dir,
     job = params.generate_job(str(tiny_model_dir), workdir / "result", mask=mask, region="abdomen", seed=9, steps=2,
                               device="cpu")
     ticks: list[int] = []
-    with running_server(tmp_path / "server-jobs") as (url, store):
+    with running_server(tmp_path / "server-jobs", model_dirs=[tiny_model_dir]) as (url, store):
         running = execution.start_job(job, workdir, server_settings(url, token_path), JobRunner(env=WORKER_ENV))
         assert type(running).__name__ == "RemoteJob"
         execution.run_to_end(running, timeout_s=120, tick=lambda: ticks.append(1))

@@ -58,6 +58,18 @@ def payload(size: int, seed: int) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
 
 
+def checkpoint_payload(size: int, seed: int) -> bytes:
+    """A real tensor checkpoint of about `size` bytes: import and verify load files structurally and
+    refuse sizes far from the published one (autoencoder_v1.pt: 84 MB, so 43 MB passes)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.from_numpy(np.frombuffer(payload(size, seed), np.uint8).copy())}}, buffer)
+    return buffer.getvalue()
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -420,7 +432,7 @@ def test_import_dir_copies_recognised_files_and_records_their_hashes(tmp_path):
     copied = tmp_path / "usb" / "NV-Generate-CT"
     (copied / "models").mkdir(parents=True)
     (copied / "datasets").mkdir()
-    ae, candidates = payload(90_000, seed=20), b'{"candidates": []}'
+    ae, candidates = checkpoint_payload(43_000_000, seed=20), b'{"candidates": []}'
     (copied / "models" / "autoencoder_v1.pt").write_bytes(ae)
     (copied / "datasets" / "candidate_masks_flexible_size_and_spacing_4000.json").write_bytes(candidates)
     (copied / "README.md").write_text("not a weight file")
@@ -429,7 +441,7 @@ def test_import_dir_copies_recognised_files_and_records_their_hashes(tmp_path):
     assert [i.entry.name for i in imported] == ["autoencoder-v1", "mask-candidates"]
     assert cache_path(AE).read_bytes() == ae
     registry = load_registry()
-    assert registry[AE.key]["sha256"] == sha(ae) and registry[AE.key]["size"] == 90_000
+    assert registry[AE.key]["sha256"] == sha(ae) and registry[AE.key]["size"] == len(ae)
     assert registry[AE.key]["source"] == f"import:{(copied / 'models' / 'autoencoder_v1.pt').resolve()}"
     assert registry[entry_by_name("mask-candidates").key]["sha256"] == sha(candidates)
     assert status_of(AE).status == PRESENT  # recorded, but no published hash confirmed it
@@ -449,7 +461,7 @@ def test_import_dir_copies_recognised_files_and_records_their_hashes(tmp_path):
 
 
 def test_verify_detects_corruption_and_download_replaces_the_damaged_file(hub):
-    data = payload(200_000, seed=21)
+    data = checkpoint_payload(43_000_000, seed=21)
     hub.add(AE, data)
     path = download_file(AE, show_bar=False)
     assert [r.outcome for r in verify_cache(show_bar=False)] == ["ok"]
@@ -470,7 +482,7 @@ def test_verify_detects_corruption_and_download_replaces_the_damaged_file(hub):
 
 
 def test_verify_remote_confirms_an_imported_file(hub, tmp_path):
-    data = payload(80_000, seed=22)
+    data = checkpoint_payload(43_000_000, seed=22)
     hub.add(AE, data)
     (tmp_path / "autoencoder_v1.pt").write_bytes(data)
     import_files([tmp_path], show_bar=False)

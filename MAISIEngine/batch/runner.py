@@ -121,7 +121,7 @@ def _folder_mask(folder: str, position: int) -> tuple[Volume, str]:
     if not files:
         raise MaisiError(f"mask folder {folder} holds no NIfTI files", "put label maps (.nii.gz) with MAISI ids there")
     path = files[position % len(files)]
-    return read_volume(path, what="mask"), describe_source(path)
+    return read_volume(path, what="mask", labels=True), describe_source(path)
 
 
 def _database_mask(options: dict[str, Any], spec: BatchSpec, position: int, default_size: tuple[int, ...],

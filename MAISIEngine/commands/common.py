@@ -13,19 +13,17 @@ from MAISIEngine.io.nifti import Volume, read_volume
 
 
 def parse_memory(text: str | None) -> int | None:
-    """'16G', '800M', '12.5GB' or a byte count -> bytes."""
-    if text is None:
-        return None
-    raw = text.strip().upper().rstrip("B")
-    factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(raw[-1:], 1)
-    number = raw[:-1] if raw[-1:] in "KMGT" else raw
-    try:
-        value = int(float(number) * factor)
-    except ValueError:
-        raise MaisiError(f"cannot read memory size '{text}'", "write it like 16G or 800M") from None
-    if value <= 0:
-        raise MaisiError(f"memory size '{text}' is not positive", "write it like 16G or 800M")
-    return value
+    """'16G', '800M', '12.5GB' or a byte count -> bytes (see `MAISIEngine.validation.check_memory`)."""
+    from MAISIEngine.validation import check_memory
+
+    return check_memory(text, "memory size")
+
+
+def check_model_argument(model: str) -> None:
+    """A model is a shipped name or a folder holding preset.json (or that file): refuse anything else early."""
+    from MAISIEngine.presets import load_preset
+
+    load_preset(model)
 
 
 def ensure_writable_dir(path: Path) -> None:
@@ -48,7 +46,7 @@ def read_mask(path: Path) -> Volume:
             raise MaisiError("DICOM input needs the dicom extra", "pip install 'maisi-engine[dicom]'") from None
         array, affine = read_dicom_mask(path)
         return Volume(array, affine)
-    return read_volume(path, what="mask")
+    return read_volume(path, what="mask", labels=True)
 
 
 class StageBars:

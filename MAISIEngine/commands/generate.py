@@ -6,11 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from MAISIEngine.commands.common import (StageBars, add_device_arguments, ensure_writable_dir, parse_memory,
-                                         read_mask, warn)
+from MAISIEngine.commands.common import StageBars, add_device_arguments, check_model_argument, read_mask, warn
 from MAISIEngine.conditioning import parse_regions
 from MAISIEngine.io.privacy import describe_source
 from MAISIEngine.pipeline import GenerationRequest, generate
+from MAISIEngine.validation import (check_device, check_devices, check_guidance, check_memory, check_output_dir,
+                                    check_retries, check_seed, check_size, check_spacing, check_steps)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,17 +30,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="nifti", choices=("nifti", "dicom"),
                    help="nifti, or dicom (a CT series + DICOM SEG beside the NIfTI files)")
     add_device_arguments(p)
-    p.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    p.add_argument("-o", "--output", required=True, help="output directory (created when the result is complete)")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every flag checked before anything is read, created or computed."""
+    args.output = check_output_dir(args.output)
+    args.size = check_size(args.size)
+    args.spacing = check_spacing(args.spacing)
+    check_seed(args.seed)
+    check_steps(args.steps)
+    check_guidance(args.guidance)
+    check_retries(args.quality_retries)
+    check_device(args.device)
+    args.devices = check_devices(args.devices)
+    args.max_gpu_memory = check_memory(args.max_gpu_memory)
+    check_model_argument(args.model)
 
 
 def run(args: argparse.Namespace) -> int:
-    ensure_writable_dir(args.output)
+    check_arguments(args)
     request = GenerationRequest(
         model=args.model,
         mask=read_mask(args.mask) if args.mask else None,
         mask_source=describe_source(args.mask),
-        size=tuple(args.size) if args.size else None,
-        spacing=tuple(args.spacing) if args.spacing else None,
+        size=args.size,
+        spacing=args.spacing,
         region=parse_regions(args.region),
         seed=args.seed,
         steps=args.steps,
@@ -47,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         quality_retries=args.quality_retries,
-        max_gpu_memory=parse_memory(args.max_gpu_memory),
-        tsp_devices=args.devices.split(",") if args.devices else None,
+        max_gpu_memory=args.max_gpu_memory,
+        tsp_devices=args.devices,
     )
     bars = StageBars()
     try:

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from MAISIEngine.commands.common import StageBars, add_device_arguments, ensure_writable_dir, warn
+from MAISIEngine import validation as v
+from MAISIEngine.commands.common import StageBars, add_device_arguments, check_model_argument, warn
 from MAISIEngine.labels import TUMOR_TYPES
 
 
@@ -26,13 +27,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--format", default="nifti", choices=("nifti", "dicom"))
     add_device_arguments(p)
-    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("-o", "--output", required=True, help="output directory (created when the result is complete)")
 
 
 def run(args: argparse.Namespace) -> int:
     from MAISIEngine.inpaint import run_inpaint_job
 
-    ensure_writable_dir(args.output)
+    args.output = v.check_output_dir(args.output)
+    v.check_seed(args.seed)
+    v.check_steps(args.steps)
+    v.check_device(args.device)
+    v.check_float(args.margin_mm, "--margin-mm", 0.0, 200.0)
+    check_model_argument(args.model)
     job = SimpleNamespace(image=str(args.image), labels=str(args.labels), tumor=str(args.tumor) if args.tumor else None,
                           tumor_type=args.tumor_type, model=args.model, method=args.method, margin_mm=args.margin_mm,
                           seed=args.seed, steps=args.steps, device=args.device, precision=args.precision,

@@ -91,16 +91,22 @@ class Preset:
 
 def preset_from_dict(raw: dict[str, Any], source_path: Path | None = None) -> Preset:
     """Validate a preset document and build the typed preset."""
-    missing = [k for k in _REQUIRED_KEYS if k not in raw]
     where = f" in {source_path}" if source_path else ""
+    if not isinstance(raw, dict):
+        raise MaisiError(f"preset{where} is not a JSON object", "start from a shipped preset (MAISIEngine/presets/*.json)")
+    missing = [k for k in _REQUIRED_KEYS if k not in raw]
     if missing:
         raise MaisiError(
             f"preset{where} lacks the keys {', '.join(missing)}",
             "start from a shipped preset (MAISIEngine/presets/*.json) and change only what differs",
         )
+    if not isinstance(raw["weights"], dict):
+        raise MaisiError(f"preset{where} has no \"weights\" object", "map each role to a file name")
     unknown_roles = sorted(set(raw["weights"]) - set(ROLES))
     if unknown_roles:
         raise MaisiError(f"preset{where} names unknown weight roles {unknown_roles}", f"use {list(ROLES)}")
+    for role, filename in raw["weights"].items():
+        check_weight_filename(filename, role, where)
     return Preset(
         name=str(raw["name"]),
         description=str(raw.get("description", "")),
@@ -120,6 +126,20 @@ def preset_from_dict(raw: dict[str, Any], source_path: Path | None = None) -> Pr
         source_path=source_path,
         raw=copy.deepcopy(raw),
     )
+
+
+MAX_PRESET_BYTES = 1 << 20
+
+
+def check_weight_filename(filename: object, role: str, where: str = "") -> str:
+    """A weight path stays inside its model folder: relative, no `..`, no drive, no home."""
+    text = filename if isinstance(filename, str) else ""
+    parts = text.replace("\\", "/").split("/")
+    if (not text or text.startswith(("/", "~")) or ":" in text or any(p in ("", ".", "..") for p in parts)
+            or "\x00" in text):
+        raise MaisiError(f"preset{where}: the {role} weight path {filename!r} leaves the model folder",
+                         "give a file name relative to the model folder, without .. or an absolute path")
+    return text
 
 
 def shipped_preset_names() -> list[str]:
@@ -143,7 +163,11 @@ def load_preset(name_or_path: str | Path) -> Preset:
             f"use one of {', '.join(shipped_preset_names())}, or a model directory holding preset.json",
         )
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MaisiError(f"cannot read preset {path}: {exc}", "the file must be valid JSON") from exc
+        if path.stat().st_size > MAX_PRESET_BYTES:
+            raise MaisiError(f"{path} is not a model preset (larger than {MAX_PRESET_BYTES} bytes)",
+                             "give a model name or a model directory holding preset.json")
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise MaisiError(f"{path} is not a model preset ({exc.__class__.__name__})",
+                         "give a model name or a model directory holding preset.json (valid JSON)") from None
     return preset_from_dict(raw, path)

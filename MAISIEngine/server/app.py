@@ -1,8 +1,10 @@
 """`maisi serve`: an HTTP job server over the worker protocol, for clients without a GPU.
 
-Submit a job with its files (multipart), follow progress by polling or server-sent events, download
-results, cancel. Token authentication (compared in constant time), an upload size limit, uploaded
-file names reduced to safe base names inside the job folder, one job at a time per GPU with a queue.
+Submit a job with its files (multipart, streamed to disk), follow progress by polling or server-sent
+events, download results, cancel. Token authentication (compared in constant time); job fields typed
+(`schema`), files only as uploads and models only by name; uploads bounded per part, in total and in
+number at once; a bounded queue (429 + Retry-After); a Host / Origin guard (`guard`); one job at a time
+per device. Nothing a client is sent names a path on the server.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import re
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,29 +26,47 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from MAISIEngine import __version__
 from MAISIEngine.jobs import parse_job
 from MAISIEngine.errors import MaisiError
+from MAISIEngine.server.guard import LOOPBACK_HOSTS, HostOriginGuard
 from MAISIEngine.server.queue import FINAL, JobStore
+from MAISIEngine.server.schema import JobRefused, validate_job
+from MAISIEngine.server.uploads import receive_multipart
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-FILE_FIELDS = {"mask", "image", "labels", "tumor"}
-
-
-def safe_filename(name: str) -> str:
-    """A client's file name reduced to one safe path component, or a 400."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    if base in ("", ".", "..") or not SAFE_NAME.match(base) or ".." in base:
-        raise HTTPException(status_code=400, detail=f"unsafe file name {name!r}")
-    return base
+DEFAULT_MAX_QUEUED = 16
+DEFAULT_PARALLEL_UPLOADS = 4
+RETRY_AFTER_S = 10
 
 
 def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def create_app(store: JobStore, token: str | None, max_upload_bytes: int) -> FastAPI:
-    app = FastAPI(title="MAISI job server", version=__version__)
-    expected = token_digest(token) if token else None
+def offered_models(model_dirs: dict[str, Path] | None = None) -> dict[str, Path | None]:
+    """The models a client may name: the shipped presets, and model folders given to `maisi serve`."""
+    from MAISIEngine.presets import shipped_preset_names
 
-    def authorise(request: Request) -> None:
+    offered: dict[str, Path | None] = {name: None for name in shipped_preset_names()}
+    offered.update({name: Path(folder) for name, folder in (model_dirs or {}).items()})
+    return offered
+
+
+def refuse(status: int, message: str, hint: str = "", headers: dict[str, str] | None = None) -> HTTPException:
+    return HTTPException(status_code=status, detail={"message": message, "hint": hint}, headers=headers)
+
+
+def create_app(store: JobStore, token: str | None, max_upload_bytes: int, model_dirs: dict[str, Path] | None = None,
+               max_queued: int = DEFAULT_MAX_QUEUED, max_parallel_uploads: int = DEFAULT_PARALLEL_UPLOADS,
+               allowed_hosts: list[str] | None = None, allowed_origins: tuple[str, ...] = ()) -> FastAPI:
+    """The job server's routes. Without a token only loopback Host names are served (`guard`)."""
+    app = FastAPI(title="MAISI job server", version=__version__)
+    if token is None and allowed_hosts is None:
+        allowed_hosts = sorted(LOOPBACK_HOSTS)
+    app.add_middleware(HostOriginGuard, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
+    expected = token_digest(token) if token else None
+    models = offered_models(model_dirs)
+    store.public_paths = [(str(folder), name) for name, folder in models.items() if folder is not None]
+    upload_slots = asyncio.Semaphore(max_parallel_uploads)
+
+    async def authorise(request: Request) -> None:
         if expected is None:
             return
         header = request.headers.get("authorization", "")
@@ -63,57 +85,63 @@ def create_app(store: JobStore, token: str | None, max_upload_bytes: int) -> Fas
         return {**asdict(state), "queue_position": store.queue_position(state.id)}
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "devices": store.devices}
 
     @app.get("/whoami", dependencies=[Depends(authorise)])
-    def whoami() -> dict[str, Any]:
+    async def whoami() -> dict[str, Any]:
         """An authenticated ping: clients check their token here before submitting anything."""
         return {"status": "ok", "authenticated": True, "version": __version__, "devices": store.devices}
 
+    @app.get("/models", dependencies=[Depends(authorise)])
+    def list_models() -> dict[str, Any]:
+        return {"models": sorted(models)}
+
     @app.post("/jobs", dependencies=[Depends(authorise)])
     async def submit(request: Request) -> JSONResponse:
-        length = int(request.headers.get("content-length") or 0)
-        if length > max_upload_bytes:
-            raise HTTPException(status_code=413, detail=f"upload of {length} bytes exceeds the limit of {max_upload_bytes}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > max_upload_bytes:
-                raise HTTPException(status_code=413, detail=f"upload exceeds the limit of {max_upload_bytes} bytes")
-        from starlette.datastructures import UploadFile
-        from starlette.formparsers import MultiPartParser
-
-        async def replay():
-            yield bytes(body)
-
-        form = await MultiPartParser(request.headers, replay(), max_part_size=max_upload_bytes).parse()
+        busy = {"Retry-After": str(RETRY_AFTER_S)}
         try:
-            job = json.loads(str(form.get("job") or "{}"))
+            length = int(request.headers.get("content-length") or 0)
         except ValueError:
-            raise HTTPException(status_code=400, detail="the 'job' field must hold JSON") from None
-        job_id, folder = store.new_job_folder()
-        inputs = folder / "inputs"
-        for field_name, value in form.multi_items():
-            if field_name not in FILE_FIELDS or not isinstance(value, UploadFile):
-                continue
-            name = safe_filename(value.filename or field_name)
-            target = (inputs / f"{field_name}-{name}").resolve()
-            if target.parent != inputs.resolve():
-                raise HTTPException(status_code=400, detail="file name escapes the job folder")
-            target.write_bytes(await value.read())
-            job[field_name] = str(target)
-        job.pop("output_dir", None)
-        job["output_dir"] = str(folder / "output")
-        try:
-            parse_job(job)
-        except MaisiError as exc:
-            raise HTTPException(status_code=422, detail={"message": exc.message, "hint": exc.hint}) from None
-        state = store.submit(job_id, job)
+            raise refuse(400, "the Content-Length header is not a number") from None
+        if length > max_upload_bytes:
+            raise refuse(413, f"upload of {length} bytes exceeds the limit of {max_upload_bytes}",
+                         "send smaller files, or ask for a larger --max-upload-mb")
+        if store.queued_count() >= max_queued:
+            raise refuse(429, f"the queue is full ({max_queued} jobs wait)", "try again later", busy)
+        if upload_slots.locked():
+            raise refuse(429, f"{max_parallel_uploads} uploads are already in progress", "try again shortly", busy)
+        async with upload_slots:
+            job_id, folder = store.new_job_folder()
+            try:
+                received = await receive_multipart(request, folder / "inputs", max_upload_bytes, max_upload_bytes)
+                text = received.fields.get("job")
+                if text is None:
+                    raise JobRefused(422, "the form lacks the 'job' field", "send the job JSON as the field 'job'")
+                try:
+                    raw = json.loads(text)
+                except (ValueError, RecursionError):
+                    raise JobRefused(400, "the 'job' field must hold JSON", "send the job as a JSON object") from None
+                job = validate_job(raw, set(received.files), models)
+                job.update({name: str(path) for name, path in received.files.items()})
+                if models.get(job.get("model", "")) is not None:
+                    job["model"] = str(models[job["model"]])
+                job["output_dir"] = str(folder / "output")
+                parse_job(job)
+                state = store.submit(job_id, job, max_queued)
+            except JobRefused as exc:
+                store.discard(job_id)
+                raise refuse(exc.status, exc.message, exc.hint, busy if exc.status == 429 else None) from None
+            except MaisiError as exc:
+                store.discard(job_id)
+                raise refuse(422, exc.message, exc.hint) from None
+            except BaseException:
+                store.discard(job_id)
+                raise
         return JSONResponse(describe(state), status_code=201)
 
     @app.get("/jobs/{job_id}", dependencies=[Depends(authorise)])
-    def status(job_id: str) -> dict[str, Any]:
+    async def status(job_id: str) -> dict[str, Any]:
         return describe(state_or_404(job_id))
 
     @app.get("/jobs/{job_id}/events", dependencies=[Depends(authorise)])
@@ -151,6 +179,7 @@ def create_app(store: JobStore, token: str | None, max_upload_bytes: int) -> Fas
 
 
 def read_token(path: Path | None) -> str | None:
+    """The token in `path`; a warning when others may read the file."""
     if path is None:
         return None
     try:
@@ -159,4 +188,8 @@ def read_token(path: Path | None) -> str | None:
         raise MaisiError(f"cannot read token file {path} ({exc.strerror})", "write the token into a file") from None
     if len(token) < 16:
         raise MaisiError("the token is shorter than 16 characters", "use a long random token, e.g. `openssl rand -hex 32`")
+    mode = Path(path).stat().st_mode & 0o777
+    if os.name == "posix" and mode & 0o077:
+        print(f"warning: token file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`",
+              file=sys.stderr)
     return token

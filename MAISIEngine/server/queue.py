@@ -46,13 +46,15 @@ class JobStore:
     def __init__(self, root: Path, devices: list[str], keep_seconds: float = 24 * 3600,
                  python: str | None = None) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.public_paths: list[tuple[str, str]] = []  # (server path, name shown to clients)
         self.devices = devices or ["auto"]
         self.keep_seconds = keep_seconds
         self.python = python or sys.executable
         self.lock = threading.Lock()
         self.states: dict[str, JobState] = {}
         self.processes: dict[str, subprocess.Popen] = {}
+        self.cancel_requested: set[str] = set()
         self.pending: queue.Queue[str] = queue.Queue()
         self.order: list[str] = []
         self.changed = threading.Condition(self.lock)
@@ -89,17 +91,43 @@ class JobStore:
 
     # ---- public API --------------------------------------------------------------------------
     def new_job_folder(self) -> tuple[str, Path]:
+        """A fresh job folder, readable by the server's user only (0700; uploads are 0600)."""
         job_id = uuid.uuid4().hex
         folder = self.folder(job_id)
-        (folder / "inputs").mkdir(parents=True)
+        folder.mkdir(mode=0o700)
+        (folder / "inputs").mkdir(mode=0o700)
         return job_id, folder
 
-    def submit(self, job_id: str, job: dict[str, Any]) -> JobState:
+    def discard(self, job_id: str) -> None:
+        """Remove the folder of a submission that was refused: nothing of it stays on disk."""
+        with self.lock:
+            known = job_id in self.states
+        if not known:
+            shutil.rmtree(self.folder(job_id), ignore_errors=True)
+
+    def queued_count(self) -> int:
+        with self.lock:
+            return sum(1 for s in self.states.values() if s.status == QUEUED)
+
+    def scrub(self, value: Any, job_id: str) -> Any:
+        """`value` with this server's paths replaced: job folder -> relative, model folders -> names."""
+        from MAISIEngine.server.schema import scrub
+
+        folder = str(self.folder(job_id))
+        replacements = [(folder + os.sep, ""), (folder, "."), *self.public_paths, (str(self.root), "<jobs>")]
+        replacements.sort(key=lambda pair: -len(pair[0]))
+        return scrub(value, replacements)
+
+    def submit(self, job_id: str, job: dict[str, Any], max_queued: int | None = None) -> JobState:
+        from MAISIEngine.server.schema import JobRefused
+
         folder = self.folder(job_id)
         job = {**job, "output_dir": str(folder / "output")}
         write_text_atomic(folder / "job.json", json.dumps(job))
         state = JobState(job_id)
         with self.lock:
+            if max_queued is not None and sum(1 for s in self.states.values() if s.status == QUEUED) >= max_queued:
+                raise JobRefused(429, f"the queue is full ({max_queued} jobs wait)", "try again later")
             self.states[job_id] = state
             self.order.append(job_id)
             self._save(state)
@@ -126,6 +154,7 @@ class JobStore:
                 self._save(state)
                 self.changed.notify_all()
                 return state
+            self.cancel_requested.add(job_id)
         if process is not None:
             _kill_tree(process)
         return self.get(job_id)
@@ -154,9 +183,18 @@ class JobStore:
         return removed
 
     def shutdown(self) -> None:
+        """Stop: every unfinished job is marked failed at once (on disk too), then its worker is ended."""
         self.stopping.set()
-        for job_id in list(self.processes):
-            self.cancel(job_id)
+        with self.lock:
+            processes = list(self.processes.values())
+            for state in self.states.values():
+                if state.status not in FINAL:
+                    state.status, state.finished = FAILED, time.time()
+                    state.error = {"message": "the server stopped while the job waited or ran", "hint": "submit it again"}
+                    self._save(state)
+            self.changed.notify_all()
+        for process in processes:
+            _kill_tree(process)
 
     # ---- runners -----------------------------------------------------------------------------
     def _runner(self, device: str) -> None:
@@ -165,26 +203,34 @@ class JobStore:
                 job_id = self.pending.get(timeout=0.2)
             except queue.Empty:
                 continue
-            with self.lock:
-                state = self.states.get(job_id)
-                if state is None or state.status != QUEUED:
-                    continue
-                state.status, state.started, state.device = RUNNING, time.time(), device
-                self._save(state)
-                self.changed.notify_all()
             self._run(job_id, device)
+
+    def _start(self, job_id: str, device: str) -> subprocess.Popen | None:
+        """Start the worker and show the job `running` in one locked step, so a cancel never misses it."""
+        folder = self.folder(job_id)
+        with self.lock:
+            state = self.states.get(job_id)
+            if state is None or state.status != QUEUED or self.stopping.is_set():
+                return None
+            job = json.loads((folder / "job.json").read_text())
+            if device != "auto" and "device" in _device_keys(job):
+                job["device"] = device
+                write_text_atomic(folder / "job.json", json.dumps(job))
+            process = subprocess.Popen([self.python, "-m", "MAISIEngine.worker", str(folder / "job.json")],
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                       start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                       preexec_fn=_lower_priority if os.name == "posix" else None)
+            self.processes[job_id] = process
+            state.status, state.started, state.device = RUNNING, time.time(), device
+            self._save(state)
+            self.changed.notify_all()
+        return process
 
     def _run(self, job_id: str, device: str) -> None:
         folder = self.folder(job_id)
-        job = json.loads((folder / "job.json").read_text())
-        if device != "auto" and "device" in _device_keys(job):
-            job["device"] = device
-            write_text_atomic(folder / "job.json", json.dumps(job))
-        process = subprocess.Popen([self.python, "-m", "MAISIEngine.worker", str(folder / "job.json")],
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        with self.lock:
-            self.processes[job_id] = process
+        process = self._start(job_id, device)
+        if process is None:
+            return
         final: dict[str, Any] | None = None
         assert process.stdout is not None
         with open(folder / "events.jsonl", "a") as log:
@@ -193,6 +239,7 @@ class JobStore:
                     event = json.loads(line)
                 except ValueError:
                     event = {"event": "log", "message": line.rstrip()}
+                event = self.scrub(event, job_id) if isinstance(event, dict) else {"event": "log", "message": ""}
                 log.write(json.dumps(event) + "\n")
                 log.flush()
                 with self.lock:
@@ -205,20 +252,32 @@ class JobStore:
         with self.lock:
             self.processes.pop(job_id, None)
             state = self.states[job_id]
+            if state.status in FINAL:  # the server stopped and already marked it failed
+                return
             state.finished = time.time()
-            if final and final.get("event") == "result" and code == 0:
+            if job_id in self.cancel_requested:
+                state.status = CANCELLED
+            elif final and final.get("event") == "result" and code == 0:
                 state.status = DONE
                 output = folder / "output"
                 state.result_files = sorted(p.name for p in output.iterdir() if p.is_file()) if output.is_dir() else []
-                state.provenance = final.get("provenance_data")
+                state.provenance = self.scrub(final.get("provenance_data"), job_id)
             elif code in (130, -signal.SIGTERM, -signal.SIGKILL) or (final and final.get("event") == "cancelled"):
                 state.status = CANCELLED
             else:
                 state.status = FAILED
-                state.error = {"message": (final or {}).get("message", f"the worker exited with code {code}"),
-                               "hint": (final or {}).get("hint", "")}
+                state.error = self.scrub({"message": (final or {}).get("message", f"the worker exited with code {code}"),
+                                          "hint": (final or {}).get("hint", "")}, job_id)
             self._save(state)
             self.changed.notify_all()
+
+
+WORKER_NICENESS = 5
+"""Workers run a little below the server, so status answers stay fast while a job uses every core."""
+
+
+def _lower_priority() -> None:
+    os.nice(WORKER_NICENESS)
 
 
 def _device_keys(job: dict[str, Any]) -> set[str]:

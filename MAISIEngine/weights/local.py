@@ -35,18 +35,97 @@ class Imported:
     size: int
 
 
+SIZE_TOLERANCE = 2.0
+"""A file more than this factor away from its published size is not the official file."""
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve(strict=True).is_relative_to(folder.resolve(strict=True))
+    except (OSError, RuntimeError):
+        return False
+
+
 def _candidates(sources: list[Path]) -> dict[str, list[Path]]:
-    """Files under the sources whose names are manifest file names, by manifest name."""
+    """Files under the sources whose names are manifest file names, by manifest name.
+
+    A symlink is followed only while it stays inside the folder being imported: a link named like an
+    official file but pointing elsewhere (e.g. at /etc/passwd) is refused.
+    """
     found: dict[str, list[Path]] = {}
     for source in sources:
         if not source.exists():
             raise MaisiError(f"{source} does not exist", "give the folder the official files were copied into")
+        folder = source.parent if source.is_file() else source
         files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
         for path in files:
             entry = entry_by_name(path.name)
-            if entry is not None and entry.filename.lower() == path.name.lower():
-                found.setdefault(entry.name, []).append(path)
+            if entry is None or entry.filename.lower() != path.name.lower():
+                continue
+            if path.is_symlink() and not _inside(path, folder):
+                raise MaisiError(f"{path} is a link to a file outside {folder}",
+                                 "copy the file itself into the folder you import")
+            found.setdefault(entry.name, []).append(path)
     return found
+
+
+def check_plausible_size(entry: WeightFile, size: int, path: Path) -> None:
+    """Refuse a file whose size is far from the published one (estimated sizes are not checked)."""
+    if entry.size_is_estimate or entry.approx_size <= 0:
+        return
+    if size * SIZE_TOLERANCE < entry.approx_size or size > entry.approx_size * SIZE_TOLERANCE:
+        raise MaisiError(
+            f"{path.name} holds {size} bytes; the official {entry.filename} is about {entry.approx_size} bytes",
+            "this is not the official file (or it was damaged in copying); copy it again",
+        )
+
+
+def check_structure(entry: WeightFile, path: Path) -> None:
+    """Open the file the way it will be used, strictly: a tensor checkpoint, a JSON document, a zip archive."""
+    name = entry.filename.lower()
+    problem = None
+    try:
+        if name.endswith((".pt", ".pth")):
+            import torch
+
+            raw = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            if not _holds_tensors(raw, torch.Tensor):
+                problem = "it holds no tensors"
+        elif name.endswith(".safetensors"):
+            from MAISIEngine.networks import read_checkpoint_file
+
+            read_checkpoint_file(path)
+        elif name.endswith(".json"):
+            import json
+
+            with open(path, encoding="utf-8") as handle:
+                json.load(handle)
+        elif name.endswith(".zip"):
+            import zipfile
+
+            with zipfile.ZipFile(path) as archive:
+                if not archive.namelist():
+                    problem = "the archive is empty"
+    except MaisiError as exc:
+        problem = exc.message
+    except Exception as exc:  # noqa: BLE001 - every loader has its own error types
+        problem = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+    if problem:
+        raise MaisiError(f"{path.name} is not a valid {entry.filename} ({problem})",
+                         "copy the official file again (or download it with `maisi weights download`)")
+
+
+def _holds_tensors(value: object, tensor_type: type, depth: int = 0) -> bool:
+    if isinstance(value, tensor_type):
+        return True
+    if isinstance(value, dict) and depth < 4:
+        return any(_holds_tensors(v, tensor_type, depth + 1) for v in value.values())
+    return False
+
+
+def _cache_mode(source: Path) -> int:
+    """0644 for a file others may read at its source, else 0600: importing never widens access."""
+    return 0o644 if source.stat().st_mode & 0o004 else 0o600
 
 
 @contextmanager
@@ -67,9 +146,13 @@ def _copy_into_cache(entry: WeightFile, source: Path, show_bar: bool) -> tuple[s
             f"{size / 1e9:.2f} GB needed, {free / 1e9:.2f} GB free",
             "free some space, or set MAISI_HOME to a folder on a larger disk",
         )
-    with atomic_path(target) as tmp, open(source, "rb") as src, open(tmp, "wb") as sink:
-        with _read_with_bar(src, size, f"import {entry.filename}", show_bar) as reader:
-            return cache.hash_stream(reader, sink=sink)
+    with atomic_path(target) as tmp:
+        with open(source, "rb") as src, open(tmp, "wb") as sink:
+            with _read_with_bar(src, size, f"import {entry.filename}", show_bar) as reader:
+                result = cache.hash_stream(reader, sink=sink)
+        os.chmod(tmp, _cache_mode(source))
+        check_structure(entry, tmp)
+    return result
 
 
 def import_files(sources: list[str | Path], show_bar: bool = True) -> list[Imported]:
@@ -88,6 +171,9 @@ def import_files(sources: list[str | Path], show_bar: bool = True) -> list[Impor
             f"{len(paths)} copies of {paths[0].name} were found ({', '.join(str(p) for p in paths)})",
             "import one of them (give that file, or a folder holding only one copy)",
         )
+    for entry in MANIFEST:  # every file checked before any is copied: an import is all or nothing
+        if entry.name in found:
+            check_plausible_size(entry, found[entry.name][0].stat().st_size, found[entry.name][0])
     imported = []
     registry = cache.load_registry()
     for entry in MANIFEST:
@@ -146,6 +232,14 @@ def verify_cache(names: list[str] | None = None, remote: bool = False, show_bar:
             with _read_with_bar(stream, state.size or 0, f"verify {entry.filename}", show_bar) as reader:
                 sha256, size = cache.hash_stream(reader)
         updated = dict(record)
+        try:
+            check_plausible_size(entry, size, state.path)
+            check_structure(entry, state.path)
+        except MaisiError as exc:
+            updated["corrupt"] = True
+            cache.update_registry(entry.key, updated)
+            results.append(Verified(entry, state.path, CORRUPT, exc.message))
+            continue
         if sha256 != record.get("sha256"):
             updated["corrupt"] = True
             cache.update_registry(entry.key, updated)

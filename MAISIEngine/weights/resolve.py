@@ -33,9 +33,22 @@ def _filename(preset: Preset, role: str) -> str:
         ) from None
 
 
+def confined(folder: Path, filename: str, preset: Preset, what: str) -> Path:
+    """`folder / filename`, refused when it (or a symlink on the way) leads outside `folder`."""
+    path = folder / filename
+    try:
+        inside = path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        inside = False
+    if Path(filename).is_absolute() or ".." in Path(filename).parts or not inside:
+        raise MaisiError(f"model '{preset.name}': the weight path {filename!r} leads outside its {what}",
+                         "keep the weight files inside the model folder and name them relatively")
+    return path
+
+
 def _package_path(preset: Preset, filename: str) -> Path:
-    resource = resources.files("MAISIEngine").joinpath("assets", preset.name, filename)
-    return Path(str(resource))
+    folder = Path(str(resources.files("MAISIEngine").joinpath("assets", preset.name)))
+    return confined(folder, filename, preset, "package folder")
 
 
 def _directory_path(preset: Preset, filename: str) -> Path:
@@ -44,7 +57,8 @@ def _directory_path(preset: Preset, filename: str) -> Path:
             f"model '{preset.name}' keeps its weights in its model directory, but it was not loaded from one",
             "load it with the path of the model directory (the folder holding preset.json)",
         )
-    return Path(preset.source_path).parent / filename
+    folder = Path(preset.source_path).parent
+    return confined(folder, filename, preset, "model directory")
 
 
 def _official_state(preset: Preset, role: str) -> tuple[cache.FileStatus, str]:

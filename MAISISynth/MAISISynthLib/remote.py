@@ -166,6 +166,9 @@ class RemoteJobRunner:
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         remote_job = {k: v for k, v in job.items() if k not in UPLOAD_KEYS and k != "output_dir"}
+        if isinstance(remote_job.get("model"), str) and any(sep in remote_job["model"] for sep in "/\\"):
+            # The server offers models by name, never by path: a model folder is known by its folder name.
+            remote_job["model"] = Path(remote_job["model"]).name
         handles = {}
         try:
             for key in UPLOAD_KEYS:

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import SegmentationStorage
 
 from MAISIEngine.errors import MaisiError
@@ -39,7 +38,7 @@ class _Header:
 def _read_header(path: Path) -> Dataset | None:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, ValueError, TypeError, EOFError):
+    except Exception:  # noqa: BLE001 - pydicom raises many types for random bytes after a DICM preamble
         return None
 
 
@@ -124,7 +123,9 @@ def _pick_series(series: dict[str, list[_Header]], folder: Path, series_uid: str
 def _load_series(slices: Sequence[_Header]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     ordered, positions = _sorted_slices(slices)
     first = ordered[0].dataset
-    volume = np.empty((int(first.Columns), int(first.Rows), len(ordered)), dtype=np.float64)
+    shape = (int(first.Columns), int(first.Rows), len(ordered))
+    _check_series_budget(shape)
+    volume = np.empty(shape, dtype=np.float64)
     for k, h in enumerate(ordered):
         ds = pydicom.dcmread(h.path)
         slope = float(getattr(ds, "RescaleSlope", 1) or 1)
@@ -193,15 +194,43 @@ def _segment_codes(item: Dataset) -> tuple[Code, Code, Code | None, Code | None,
     )
 
 
+def _check_series_budget(shape: tuple[int, int, int]) -> None:
+    """Refuse a series whose headers promise more voxels than any volume we read, before allocating it."""
+    from MAISIEngine.io.nifti import MAX_INPUT_VOXELS
+
+    if min(shape) < 1 or shape[0] * shape[1] * shape[2] > MAX_INPUT_VOXELS // 4:  # read as float64
+        raise MaisiError(f"the DICOM series is {shape[0]}x{shape[1]}x{shape[2]} voxels, too large to read",
+                         f"at most {MAX_INPUT_VOXELS // 4} voxels; crop or resample it")
+
+
+def _check_frame_budget(header: Dataset, path: Path) -> None:
+    """Refuse a SEG whose header promises more voxels than any volume we read, before its pixels are."""
+    from MAISIEngine.io.nifti import MAX_INPUT_VOXELS
+
+    try:
+        rows, columns = int(header.Rows), int(header.Columns)
+        frames = int(getattr(header, "NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        raise MaisiError(f"{path.name} lacks valid Rows / Columns / NumberOfFrames",
+                         "give a DICOM SEG written by a DICOM tool") from None
+    if min(rows, columns, frames) < 1 or rows * columns * frames > MAX_INPUT_VOXELS:
+        raise MaisiError(f"{path.name} declares {frames} frames of {rows}x{columns} pixels",
+                         f"a SEG may hold at most {MAX_INPUT_VOXELS} voxels; export a smaller one")
+
+
 def _read_seg(path: Path):
     import highdicom as hd
 
     header = _read_header(path)
     if header is None:
         raise MaisiError(f"{path} is not a readable DICOM file", "give a DICOM SEG file or a folder with CT + SEG")
+    if "SOPClassUID" not in header:
+        raise MaisiError(f"{path.name} is not a readable DICOM object (it names no SOP class)",
+                         "give a DICOM SEG file or a folder with CT + SEG")
     if str(header.SOPClassUID) not in SEG_SOP_CLASSES:
         raise MaisiError(f"{path.name} is not a DICOM Segmentation (SOP class {header.SOPClassUID})",
                          "give a DICOM SEG file, or a folder holding a CT series and its SEG")
+    _check_frame_budget(header, path)
     try:
         return hd.seg.segread(path)
     except Exception as exc:  # highdicom raises several types for malformed SEGs
