@@ -19,6 +19,7 @@ from MAISIEngine import labels as label_table
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.atomic import write_text_atomic
 from MAISIEngine.io.nifti import read_volume, same_grid, write_volume
+from MAISIEngine.maskgen import cli as maskgen_cli
 from MAISIEngine.masktools import body, maskdb, totalseg, tumors
 
 
@@ -29,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="make label maps: official mask database, TotalSegmentator import, tumors",
         description="Make the label maps that drive generation.",
     )
-    sub = masks.add_subparsers(dest="masks_command", metavar="{find,import-totalseg,tumor}")
+    sub = masks.add_subparsers(dest="masks_command", metavar="{find,import-totalseg,tumor,generate}")
     sub.required = True
 
     find = sub.add_parser("find", help="pick a mask from the official database and resample it to a grid")
@@ -60,6 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     tumor.add_argument("--augment", action="store_true", help="also move, scale, erode/dilate and deform it")
     tumor.add_argument("--mask-out", help="also write the tumor alone as a 0/1 mask here")
     tumor.add_argument("-o", "--output", required=True, help="output label map with the tumor (.nii.gz)")
+    maskgen_cli.add_generate_parser(sub)
     return masks
 
 
@@ -153,6 +155,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "find": _find,
     "import-totalseg": _import_totalseg,
     "tumor": _tumor,
+    "generate": lambda args: maskgen_cli.run_generate(args),
 }
 
 
