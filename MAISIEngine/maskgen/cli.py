@@ -22,7 +22,7 @@ from MAISIEngine.maskgen.pipeline import REGIONS, GeneratedMask, check_mask_grid
 GENERATED = "generated"
 """The value of `maisi generate --mask` that asks for a generated label map."""
 
-DEFAULT_MASK_MODEL = "mask-demo"
+DEFAULT_MASK_MODEL = "mask-ct"
 
 
 def _sizes_help() -> str:

@@ -170,7 +170,9 @@ def weight_path(preset: MaskPreset, role: str) -> Path:
         return Path(state.path)
     if preset.weights_source == "package":
         path = Path(str(resources.files("MAISIEngine").joinpath("assets", "demo", filename)))
-        hint = "reinstall maisi-engine (`pip install --force-reinstall maisi-engine`)"
+        hint = ("this installation ships no trained demo mask model; use --model mask-ct after "
+                "`maisi weights download mask-generation`, or train one with bench/train_mask_demo.py "
+                "and pass its folder to --model")
     else:
         if preset.source_path is None:
             raise MaisiError(f"mask model '{preset.name}' keeps its files beside its preset, but has no path",

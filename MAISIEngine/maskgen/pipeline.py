@@ -21,9 +21,9 @@ from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.nifti import Volume
 from MAISIEngine.maskgen import anatomy
 from MAISIEngine.maskgen.model import LoadedMaskModel, MaskPreset, build_mask_scheduler
-from MAISIEngine.maskgen.postprocess import keep_largest_components, postprocess_generated
+from MAISIEngine.maskgen.postprocess import fold_kidney_mass, keep_largest_components, postprocess_generated
 from MAISIEngine.maskgen.sampling import Progress, classes_to_maisi, decode_classes, sample_latents
-from MAISIEngine.masks import add_body_envelope, resample_to_reference
+from MAISIEngine.masks import add_body_envelope
 
 REGION_LABELS: dict[str, tuple[int, ...]] = {
     "head-neck": (22, 120),
@@ -103,15 +103,23 @@ def region_centre(labels: np.ndarray, region: str | None) -> np.ndarray:
 
 def place_on_grid(labels: np.ndarray, model_spacing: Sequence[float], size: Sequence[int], spacing: Sequence[float],
                   region: str | None = None) -> Volume:
-    """Nearest-neighbour resampling of the model's map onto `size` x `spacing`, RAS, centred at the world origin."""
-    source_affine = np.diag([*map(float, model_spacing), 1.0])
-    centre_world = source_affine[:3, :3] @ region_centre(labels, region)
-    target = np.diag([*map(float, spacing), 1.0])
-    target[:3, 3] = centre_world - target[:3, :3] @ ((np.asarray(size, dtype=np.float64) - 1) / 2.0)
-    array = resample_to_reference(Volume(labels.astype(np.int16), source_affine), target, tuple(size), order=0)
-    out_affine = target.copy()
-    out_affine[:3, 3] -= centre_world  # the output's own centre is the world origin
-    return Volume(np.asarray(array, dtype=np.int16), out_affine)
+    """Nearest-neighbour resampling of the model's map onto `size` x `spacing` (RAS, centred at the world
+    origin). Each source voxel is the box around its centre, so a field of view equal to the model's is
+    filled to its edges; beyond the model's field of view is background."""
+    centre = region_centre(labels, region)
+    picks = []
+    for axis in range(3):
+        n, step, source_step = int(size[axis]), float(spacing[axis]), float(model_spacing[axis])
+        offsets_mm = (np.arange(n) - (n - 1) / 2.0) * step
+        index = np.floor(centre[axis] + offsets_mm / source_step + 0.5).astype(np.int64)
+        picks.append(index)
+    inside = [(i >= 0) & (i < labels.shape[a]) for a, i in enumerate(picks)]
+    out = np.zeros(tuple(int(s) for s in size), dtype=np.int16)
+    sub = labels[np.ix_(*(i[m] for i, m in zip(picks, inside)))]
+    out[np.ix_(*(np.nonzero(m)[0] for m in inside))] = sub
+    affine = np.diag([*map(float, spacing), 1.0])
+    affine[:3, 3] = -affine[:3, :3] @ ((np.asarray(size, dtype=np.float64) - 1) / 2.0)
+    return Volume(out, affine)
 
 
 def close_body_envelope(labels: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
@@ -157,7 +165,7 @@ def generate_mask(model: LoadedMaskModel, anatomy_sizes: Sequence[tuple[str, flo
     latents = sample_latents(model.unet, build_mask_scheduler(preset), condition, preset.latent_shape, steps, seed,
                              model.device, progress)
     classes = decode_classes(model.autoencoder, latents, model.scale_factor, len(preset.classes), progress)
-    native = postprocess(preset, classes_to_maisi(classes, preset.classes), target_tumor)
+    native = fold_kidney_mass(postprocess(preset, classes_to_maisi(classes, preset.classes), target_tumor))
     placed = place_on_grid(native, preset.spacing, size, spacing, region)
     labels = close_body_envelope(placed.array, spacing)
     result = Volume(labels.astype(np.int16), placed.affine)

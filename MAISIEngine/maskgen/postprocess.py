@@ -165,3 +165,23 @@ def _hepatic_tumor_steps(data: np.ndarray, tumor: np.ndarray, organ_removed: np.
     for _ in range(3):
         data[closing(data == 1)] = 1
     return data, tumor
+
+
+KIDNEY_MASS = 129
+KIDNEYS = (5, 14)
+
+
+def fold_kidney_mass(volume: np.ndarray) -> np.ndarray:
+    """The official generator has a 'kidney mass' class (id 129), which MAISI's label dictionary lists as
+    unused and the CT models do not take: its voxels join the nearest kidney (body if there is none)."""
+    mass = volume == KIDNEY_MASS
+    if not mass.any():
+        return volume
+    out = volume.copy()
+    kidney = np.isin(volume, KIDNEYS)
+    if not kidney.any():
+        out[mass] = BODY
+        return out
+    _, nearest = ndimage.distance_transform_edt(~kidney, return_indices=True)
+    out[mass] = volume[tuple(axis[mass] for axis in nearest)]
+    return out

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from MAISIEngine.maskgen import anatomy
 from MAISIEngine.maskgen.model import MaskPreset, build_mask_autoencoder, build_mask_scheduler, build_mask_unet
+from MAISIEngine.labels import BODY
 from MAISIEngine.masks import label_bitplanes
 
 Log = Callable[[str], None]
@@ -56,16 +57,17 @@ def size_percentiles(maps: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def to_class_indices(maps: Sequence[np.ndarray], classes: Sequence[int]) -> np.ndarray:
-    lookup = np.zeros(256, dtype=np.int64)
-    known = np.zeros(256, dtype=bool)
+    """MAISI ids -> class indices; ids outside the table become body (200) when the table has it."""
+    body = list(classes).index(BODY) if BODY in classes else None
+    lookup = np.full(256, -1, dtype=np.int64)
     for index, label in enumerate(classes):
         lookup[int(label)] = index
-        known[int(label)] = True
-    stack = np.stack([np.asarray(m, dtype=np.int64) for m in maps])
-    if not known[stack].all():
-        missing = sorted(set(np.unique(stack[~known[stack]]).tolist()))
-        raise ValueError(f"labels {missing} are not in the preset's class table")
-    return lookup[stack]
+    stack = lookup[np.stack([np.asarray(m, dtype=np.int64) for m in maps])]
+    if (stack < 0).any():
+        if body is None:
+            raise ValueError("the maps hold labels outside the preset's class table, which has no body class")
+        stack[stack < 0] = body
+    return stack
 
 
 def build_dataset(preset: MaskPreset, seeds: Sequence[int], region: str = "chest-abdomen") -> MaskDataset:
