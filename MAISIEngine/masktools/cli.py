@@ -40,6 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     find.add_argument("--spacing", nargs=3, type=float, required=True, metavar=("SX", "SY", "SZ"))
     find.add_argument("--db-dir", help="folder holding the candidate JSON and the zip (default: the weights cache)")
     find.add_argument("--list", type=int, default=0, metavar="N", help="also print the N best candidates")
+    find.add_argument("--augment", action="store_true",
+                      help="randomly move its tumor within the host organ, or zoom it slightly, as the reference "
+                           "does before generating from a database mask (`maisi batch` does this by default)")
+    find.add_argument("--seed", type=int, default=0, help="seed of --augment")
     find.add_argument("-o", "--output", required=True, help="output label map (.nii.gz)")
 
     imp = sub.add_parser("import-totalseg", help="turn a TotalSegmentator label map into MAISI labels")
@@ -97,7 +101,13 @@ def _find(args: argparse.Namespace) -> None:
     for candidate, reason in selection.refused:
         print(f"refused {candidate.entry.mask_path}: {reason}")
     volume = selection.volume
-    write_volume(args.output, volume.array, volume.affine, description="mask from MAISI database", dtype=np.uint8)
+    array = volume.array
+    if args.augment:
+        from MAISIEngine.masktools.augment import augment_retrieved_mask
+
+        array, done = augment_retrieved_mask(np.asarray(array), args.seed)
+        print(f"augmented: {done} (seed {args.seed})")
+    write_volume(args.output, array, volume.affine, description="mask from MAISI database", dtype=np.uint8)
     entry = selection.candidate.entry
     print(f"chose {entry.mask_path} (dim {list(entry.dim)}, spacing {list(entry.spacing)}), wrote {args.output}")
 
