@@ -29,7 +29,8 @@ def main() -> None:
     parser.add_argument("--vae-budget-s", type=float, default=360)
     parser.add_argument("--diffusion-steps", type=int, default=20000)
     parser.add_argument("--diffusion-budget-s", type=float, default=600)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on a shared CPU more threads wait on each other)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     preset = load_mask_preset("mask-demo")

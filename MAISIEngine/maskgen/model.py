@@ -216,6 +216,9 @@ def load_mask_networks(preset: MaskPreset, autoencoder_path: str | Path, unet_pa
     if unet_ckpt.scale_factor is None:
         raise MaisiError(f"the mask diffusion checkpoint {Path(unet_path).name} carries no scale_factor",
                          "use the official mask_generation_diffusion_unet.pt or one written by `maisi train mask-diffusion`")
+    from MAISIEngine.onednn_conv import use_onednn_convolutions
+
+    unet = use_onednn_convolutions(unet)  # CPU inference: PyTorch would pick its slow kernel at these sizes
     return autoencoder.to(device).eval(), unet.to(device).eval(), float(unet_ckpt.scale_factor)
 
 
