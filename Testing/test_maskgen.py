@@ -348,3 +348,35 @@ def test_generate_with_a_generated_mask_records_both_steps(tiny_mask_dir, tiny_m
 def test_anatomy_size_without_a_generated_mask_is_refused(tiny_model_dir, tmp_path, capsys):
     code = main(["generate", "--model", str(tiny_model_dir), "--anatomy-size", "liver=0.5", "-o", str(tmp_path)])
     assert code == 2 and "--anatomy-size needs --mask generated" in capsys.readouterr().err
+
+
+# ---- training ----------------------------------------------------------------------------------------
+
+def test_train_mask_stages_resume_and_give_a_folder_masks_generate_loads(tmp_path, capsys):
+    raw = load_mask_preset("mask-demo").to_dict()
+    raw["autoencoder"].update(num_channels=[4, 4, 4, 4], norm_num_groups=4)
+    raw["diffusion_unet"].update(channels=[8, 8, 8], num_head_channels=[0, 0, 8], norm_num_groups=4)
+    raw.update(latent_shape=[4, 4, 4, 4], spacing=[12.0] * 3, num_inference_steps=2, default_size=[32, 32, 32],
+               default_spacing=[12.0] * 3,
+               accepts={"size_xy": [32], "size_z": [32], "spacing_xy": [6.0, 12.0], "spacing_z": [6.0, 12.0],
+                        "min_fov_xy_mm": 0.0})
+    base = tmp_path / "tiny.json"
+    base.write_text(json.dumps(raw))
+    out = tmp_path / "model"
+    common = ["--preset", str(base), "--phantoms", "3", "--checkpoint-every", "1", "--out", str(out)]
+    assert main(["train", "mask-vae", "--steps", "3", "--time-budget", "0", *common]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["steps"] == 1 and (out / "checkpoints" / "mask-vae_state.pt").is_file()
+    assert main(["train", "mask-vae", "--steps", "3", "--resume", *common]) == 0
+    captured = capsys.readouterr()
+    assert "resuming after step 1" in captured.err and json.loads(captured.out.strip().splitlines()[-1])["steps"] == 3
+    assert main(["train", "mask-diffusion", "--steps", "2", *common]) == 0
+    unet_file = torch.load(out / "mask_generation_diffusion_unet.pt", weights_only=True)
+    assert set(unet_file) == {"unet_state_dict", "scale_factor"} and float(unet_file["scale_factor"]) > 0
+    assert isinstance(torch.load(out / "mask_generation_autoencoder.pt", weights_only=True)["encoder.blocks.0.conv.conv.weight"], torch.Tensor)
+    sizes = json.loads((out / "mask_anatomy_sizes.json").read_text())
+    assert len(sizes) == 3 and sorted(row["organ_size"][1] for row in sizes) == [0.0, 0.5, 1.0]  # liver ranks
+    capsys.readouterr()
+    assert main(["masks", "generate", "--model", str(out), "--size", "32", "32", "32", "--spacing", "12", "12", "12",
+                 "--attempts", "1", "-o", str(tmp_path / "map")]) == 0
+    assert nib.load(tmp_path / "map" / "labels.nii.gz").shape == (32, 32, 32)
