@@ -380,3 +380,29 @@ def test_train_mask_stages_resume_and_give_a_folder_masks_generate_loads(tmp_pat
     assert main(["masks", "generate", "--model", str(out), "--size", "32", "32", "32", "--spacing", "12", "12", "12",
                  "--attempts", "1", "-o", str(tmp_path / "map")]) == 0
     assert nib.load(tmp_path / "map" / "labels.nii.gz").shape == (32, 32, 32)
+
+
+def test_worker_generate_mask_job_streams_progress_and_result(tiny_mask_dir, tmp_path):
+    import subprocess
+    import sys
+
+    def run(job: dict) -> tuple[int, list[dict]]:
+        path = tmp_path / "job.json"
+        path.write_text(json.dumps(job))
+        done = subprocess.run([sys.executable, "-m", "MAISIEngine.worker", str(path)], capture_output=True, text=True,
+                              timeout=600, cwd=Path(__file__).resolve().parents[1])
+        return done.returncode, [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+    code, events = run({"type": "generate-mask", "output_dir": str(tmp_path / "out"), "model": str(tiny_mask_dir),
+                        "anatomy_sizes": {"liver": 0.8, "hepatic-tumor": 0.3}, "size": [48, 48, 32],
+                        "spacing": [2, 2, 3], "seed": 1, "attempts": 1, "device": "cpu"})
+    assert code == 0, events
+    sampling = [e for e in events if e.get("stage") == "sampling"]
+    assert [e["step"] for e in sampling] == [1, 2] and sampling[-1]["total"] == 2
+    result = events[-1]
+    assert result["event"] == "result" and Path(result["labels"]).is_file()
+    assert result["provenance_data"]["condition"]["hepatic tumor"] == 0.3
+    assert result["provenance_data"]["target_tumor"] == 26
+    code, events = run({"type": "generate-mask", "output_dir": str(tmp_path / "bad"), "model": str(tiny_mask_dir),
+                        "anatomy_sizes": {"kidney": 0.5}})
+    assert code == 2 and events[-1]["event"] == "error" and "kidney" in events[-1]["message"]

@@ -74,14 +74,14 @@ def _check_steps(steps: int | None, preset) -> None:
 
 
 def draw_mask(model: LoadedMaskModel, pairs, size, spacing, seed: int, region: str | None, steps: int | None,
-              attempts: int, log=None) -> GeneratedMask:
+              attempts: int, log=None, progress=None) -> GeneratedMask:
     """Draw maps with seeds seed, seed+1, ... until every requested structure is there (at most `attempts`)."""
     if attempts < 1:
         raise MaisiError(f"--attempts {attempts} is not positive", "use 1 or more")
     database = anatomy.load_size_database(model.files["size_database"])
     tried: list[dict[str, Any]] = []
     for k in range(attempts):
-        result = generate_mask(model, pairs, size, spacing, seed + k, region, steps, database)
+        result = generate_mask(model, pairs, size, spacing, seed + k, region, steps, database, progress)
         tried.append({"seed": seed + k, "missing": result.missing})
         if not result.missing:
             break
