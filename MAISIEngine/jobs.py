@@ -65,11 +65,29 @@ class DownloadJob:
     model: str
 
 
+@dataclass
+class MaskGenerateJob:
+    """A label map from the mask-generation model (`maisi masks generate`); `anatomy_sizes` maps a
+    controllable structure (liver, pancreas, hepatic-tumor, ...) to a percentile in [0, 1]."""
+
+    output_dir: str
+    anatomy_sizes: dict[str, float] = field(default_factory=dict)
+    size: list[int] | None = None
+    spacing: list[float] | None = None
+    region: str | None = None
+    seed: int = 0
+    model: str = "mask-ct"
+    steps: int | None = None
+    attempts: int = 3
+    device: str = "auto"
+
+
 JOB_TYPES: dict[str, type] = {
     "generate": GenerateJob,
     "inpaint": InpaintJob,
     "phantom": PhantomJob,
     "download": DownloadJob,
+    "generate-mask": MaskGenerateJob,
 }
 
 

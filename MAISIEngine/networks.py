@@ -26,6 +26,8 @@ STATE_DICT_KEYS: dict[str, tuple[str, ...]] = {
     "autoencoder": ("unet_state_dict", "state_dict", "autoencoder_state_dict"),
     "diffusion_unet": ("unet_state_dict", "state_dict"),
     "controlnet": ("controlnet_state_dict", "state_dict"),
+    "mask_autoencoder": ("state_dict", "autoencoder_state_dict", "unet_state_dict"),
+    "mask_diffusion_unet": ("unet_state_dict", "state_dict"),
 }
 """Where each official layout keeps its state dict (the VAE file is often a raw state dict)."""
 

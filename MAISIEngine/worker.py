@@ -16,7 +16,7 @@ from typing import Any
 
 from MAISIEngine.errors import CancelledError, MaisiError
 from MAISIEngine.io.privacy import describe_source, scrub
-from MAISIEngine.jobs import DownloadJob, GenerateJob, InpaintJob, PhantomJob, read_job
+from MAISIEngine.jobs import DownloadJob, GenerateJob, InpaintJob, MaskGenerateJob, PhantomJob, read_job
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -157,7 +157,14 @@ def run_download(job: DownloadJob) -> dict[str, Any]:
     return {"files": [str(f) for f in files]}
 
 
-RUNNERS = {GenerateJob: run_generate, InpaintJob: run_inpaint, PhantomJob: run_phantom, DownloadJob: run_download}
+def run_generate_mask(job: MaskGenerateJob) -> dict[str, Any]:
+    from MAISIEngine.maskgen.worker_job import run_mask_job
+
+    return run_mask_job(job, emit, _log)
+
+
+RUNNERS = {GenerateJob: run_generate, InpaintJob: run_inpaint, PhantomJob: run_phantom, DownloadJob: run_download,
+           MaskGenerateJob: run_generate_mask}
 
 
 def main(argv: list[str] | None = None) -> int:

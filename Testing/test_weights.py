@@ -196,6 +196,7 @@ def test_manifest_lists_the_official_files_and_covers_the_official_presets():
         "models/autoencoder_v1.pt", "models/diff_unet_3d_rflow-ct.pt", "models/controlnet_3d_rflow-ct.pt",
         "models/diff_unet_3d_ddpm-ct.pt", "models/controlnet_3d_ddpm-ct.pt",
         "models/mask_generation_autoencoder.pt", "models/mask_generation_diffusion_unet.pt",
+        "datasets/all_anatomy_size_conditions.json",
         "datasets/all_masks_flexible_size_and_spacing_4000.zip",
         "datasets/candidate_masks_flexible_size_and_spacing_4000.json",
     }
@@ -210,6 +211,8 @@ def test_manifest_lists_the_official_files_and_covers_the_official_presets():
             assert entry.role == role and name in entry.presets
     assert [e.filename for e in entries_for_name("masks")] == [
         "all_masks_flexible_size_and_spacing_4000.zip", "candidate_masks_flexible_size_and_spacing_4000.json"]
+    assert [e.filename for e in entries_for_name("mask-generation")] == [
+        "mask_generation_autoencoder.pt", "mask_generation_diffusion_unet.pt", "all_anatomy_size_conditions.json"]
     assert entries_for_name("demo") == []  # shipped with the engine: nothing to download
     with pytest.raises(MaisiError, match="unknown weight file or model 'nonsense'"):
         entries_for_name("nonsense")

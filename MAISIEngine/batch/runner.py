@@ -125,8 +125,20 @@ def _folder_mask(folder: str, position: int) -> tuple[Volume, str]:
 
 
 def _database_mask(options: dict[str, Any], spec: BatchSpec, position: int, default_size: tuple[int, ...],
-                   default_spacing: tuple[float, ...]) -> tuple[Volume, str]:
-    """The official mask database: sample `position` takes the next of the ten best-ranked candidates."""
+                   default_spacing: tuple[float, ...], seed: int = 0) -> tuple[Volume, str]:
+    """The official mask database: sample `position` takes the next of the ten best-ranked candidates,
+    randomly augmented as the reference does (`augment: false` in the spec turns that off)."""
+    volume, source = _retrieved_mask(options, spec, position, default_size, default_spacing)
+    if not options.get("augment", True):
+        return volume, source
+    from MAISIEngine.masktools.augment import augment_retrieved_mask
+
+    array, done = augment_retrieved_mask(volume.array, seed)
+    return Volume(array, volume.affine), f"{source} (augmented: {done}, seed {seed})"
+
+
+def _retrieved_mask(options: dict[str, Any], spec: BatchSpec, position: int, default_size: tuple[int, ...],
+                    default_spacing: tuple[float, ...]) -> tuple[Volume, str]:
     import tempfile
 
     from MAISIEngine.masktools.maskdb import MaskArchive, find_masks, load_candidate, locate_database, resolve_anatomy
@@ -186,7 +198,7 @@ def prepare_mask(spec: BatchSpec, index: int, default_size: tuple[int, ...], def
     elif kind == "folder":
         volume, source = _folder_mask(str(options), position)
     else:
-        volume, source = _database_mask(options or {}, spec, position, default_size, default_spacing)
+        volume, source = _database_mask(options or {}, spec, position, default_size, default_spacing, seed)
     tumor = None
     if spec.tumors and spec.tumors.get("types"):
         volume, tumor = _add_tumor(volume, spec.tumors, rng, seed)

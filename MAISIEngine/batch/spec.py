@@ -28,7 +28,7 @@ from MAISIEngine.labels import TUMOR_TYPES
 TOP_KEYS = {"model", "samples", "base_seed", "steps", "quality_retries", "masks", "tumors", "datalist", "device",
             "precision", "output_format", "size", "spacing"}
 MASK_SOURCE_KEYS = {"phantom": {"region", "size", "spacing", "tumors"}, "folder": None, "database": {
-    "anatomy", "region", "size", "spacing", "db_dir"}}
+    "anatomy", "region", "size", "spacing", "db_dir", "augment"}}
 TUMOR_KEYS = {"types", "probability", "size_mm"}
 DATALIST_KEYS = {"folds", "real", "ratio"}
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from MAISIEngine.commands.common import StageBars, add_device_arguments, check_model_argument, read_mask, warn
 from MAISIEngine.conditioning import parse_regions
+from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.privacy import describe_source
+from MAISIEngine.maskgen import cli as maskgen_cli
 from MAISIEngine.pipeline import GenerationRequest, generate
 from MAISIEngine.validation import (check_device, check_devices, check_guidance, check_memory, check_output_dir,
                                     check_retries, check_seed, check_size, check_spacing, check_steps)
@@ -18,7 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("generate", help="generate a synthetic CT from a label map",
                               description="Generate a synthetic CT and its label map. Outputs are marked SYNTHETIC.")
     p.add_argument("--model", default="demo", help="rflow-ct, ddpm-ct, demo, or a model directory (default demo)")
-    p.add_argument("--mask", type=Path, help="label map with MAISI ids (NIfTI, DICOM SEG, or a CT+SEG folder)")
+    p.add_argument("--mask", type=Path, help="label map with MAISI ids (NIfTI, DICOM SEG, or a CT+SEG folder), "
+                   "or 'generated' to generate one first (see --anatomy-size)")
+    maskgen_cli.add_generated_mask_arguments(p)
     p.add_argument("--size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="output size in voxels")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"), help="output spacing in mm")
     p.add_argument("--region", nargs="+", help="body region(s): head-neck, chest, abdomen, lower-body")
@@ -50,10 +54,13 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
+    generated = args.mask is not None and str(args.mask) == maskgen_cli.GENERATED
+    if args.anatomy_size and not generated:
+        raise MaisiError("--anatomy-size needs --mask generated", "add --mask generated, or leave out --anatomy-size")
     request = GenerationRequest(
         model=args.model,
-        mask=read_mask(args.mask) if args.mask else None,
-        mask_source=describe_source(args.mask),
+        mask=read_mask(args.mask) if args.mask and not generated else None,
+        mask_source="generated" if generated else describe_source(args.mask),
         size=args.size,
         spacing=args.spacing,
         region=parse_regions(args.region),
@@ -68,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
     )
     bars = StageBars()
     try:
-        result = generate(request, progress=bars, log=warn)
+        if generated:
+            result = maskgen_cli.generate_ct_with_generated_mask(request, args.mask_model, args.anatomy_size,
+                                                                 args.mask_steps, progress=bars, log=warn)
+        else:
+            result = generate(request, progress=bars, log=warn)
     finally:
         bars.close()
     paths = result.write(args.output, args.format)

@@ -19,6 +19,7 @@ from MAISIEngine import labels as label_table
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.atomic import write_text_atomic
 from MAISIEngine.io.nifti import read_volume, same_grid, write_volume
+from MAISIEngine.maskgen import cli as maskgen_cli
 from MAISIEngine.masktools import body, maskdb, totalseg, tumors
 
 
@@ -29,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="make label maps: official mask database, TotalSegmentator import, tumors",
         description="Make the label maps that drive generation.",
     )
-    sub = masks.add_subparsers(dest="masks_command", metavar="{find,import-totalseg,tumor}")
+    sub = masks.add_subparsers(dest="masks_command", metavar="{find,import-totalseg,tumor,generate}")
     sub.required = True
 
     find = sub.add_parser("find", help="pick a mask from the official database and resample it to a grid")
@@ -39,6 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     find.add_argument("--spacing", nargs=3, type=float, required=True, metavar=("SX", "SY", "SZ"))
     find.add_argument("--db-dir", help="folder holding the candidate JSON and the zip (default: the weights cache)")
     find.add_argument("--list", type=int, default=0, metavar="N", help="also print the N best candidates")
+    find.add_argument("--augment", action="store_true",
+                      help="randomly move its tumor within the host organ, or zoom it slightly, as the reference "
+                           "does before generating from a database mask (`maisi batch` does this by default)")
+    find.add_argument("--seed", type=int, default=0, help="seed of --augment")
     find.add_argument("-o", "--output", required=True, help="output label map (.nii.gz)")
 
     imp = sub.add_parser("import-totalseg", help="turn a TotalSegmentator label map into MAISI labels")
@@ -60,6 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     tumor.add_argument("--augment", action="store_true", help="also move, scale, erode/dilate and deform it")
     tumor.add_argument("--mask-out", help="also write the tumor alone as a 0/1 mask here")
     tumor.add_argument("-o", "--output", required=True, help="output label map with the tumor (.nii.gz)")
+    maskgen_cli.add_generate_parser(sub)
     return masks
 
 
@@ -95,7 +101,13 @@ def _find(args: argparse.Namespace) -> None:
     for candidate, reason in selection.refused:
         print(f"refused {candidate.entry.mask_path}: {reason}")
     volume = selection.volume
-    write_volume(args.output, volume.array, volume.affine, description="mask from MAISI database", dtype=np.uint8)
+    array = volume.array
+    if args.augment:
+        from MAISIEngine.masktools.augment import augment_retrieved_mask
+
+        array, done = augment_retrieved_mask(np.asarray(array), args.seed)
+        print(f"augmented: {done} (seed {args.seed})")
+    write_volume(args.output, array, volume.affine, description="mask from MAISI database", dtype=np.uint8)
     entry = selection.candidate.entry
     print(f"chose {entry.mask_path} (dim {list(entry.dim)}, spacing {list(entry.spacing)}), wrote {args.output}")
 
@@ -153,6 +165,7 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "find": _find,
     "import-totalseg": _import_totalseg,
     "tumor": _tumor,
+    "generate": lambda args: maskgen_cli.run_generate(args),
 }
 
 

@@ -16,6 +16,7 @@ from MAISIEngine.errors import MaisiError
 from MAISIEngine.labels import ORGAN_GROUPS
 from MAISIEngine.train.config import CONTROLNET_TASKS, STAGES, TrainConfig
 from MAISIEngine.train.ema import check_decay
+from MAISIEngine.maskgen.train_runner import MASK_STAGES
 
 STAGE_DEFAULTS = {
     # stage: (lr, crop size in image voxels)
@@ -34,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "train", help="train or fine-tune the VAE, the diffusion U-Net or a ControlNet",
         description="Train one MAISI stage into a model directory (preset.json + official-layout weights). "
                     "Stages run in order into the same --out folder: vae, diffusion, controlnet.")
-    parser.add_argument("stage", choices=STAGES, help="which network to train")
+    parser.add_argument("stage", choices=(*STAGES, *MASK_STAGES),
+                        help="which network to train (mask-vae, mask-diffusion: the label-map generator)")
     model = parser.add_argument_group("model")
     model.add_argument("--preset", help="architecture: demo, rflow-ct, ddpm-ct, a preset JSON or a model directory "
                                         "(default: the --init model's, else the --out folder's, else demo)")
@@ -183,6 +185,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stage in MASK_STAGES:
+        from MAISIEngine.maskgen.train_runner import run_mask_stage
+
+        return run_mask_stage(args)
     from MAISIEngine.commands.common import ensure_writable_dir
     from MAISIEngine.train.distributed import init_distributed, shutdown
     from MAISIEngine.train.runner import build_source, calibrate_stage, train_stage

@@ -296,7 +296,11 @@ class Executor:
         if node.pre == UPSAMPLE:
             la, lb = upsampled_rows((a, b), n_source)
             source = self._gather(pieces, la, lb, weights.device)
-            if source.device.type != "cpu":
+            if node.upsample == "zeros":  # a transposed convolution's input: values at even positions
+                up = torch.zeros((*source.shape[:2], *(2 * s for s in source.shape[2:])), dtype=source.dtype,
+                                 device=source.device)
+                up[:, :, ::2, ::2, ::2] = source
+            elif source.device.type != "cpu":
                 up = F.interpolate(source, scale_factor=2.0, mode="trilinear")
             else:  # the same kernel F.interpolate calls, writing into a reused buffer
                 size = [2 * s for s in source.shape[2:]]

@@ -41,7 +41,8 @@ class Node:
     kernel: int = 1
     stride: int = 1
     pad: tuple[int, int] = (0, 0)  # zeros before / after, on every spatial axis
-    pre: str | None = None  # NORM (GroupNorm, optionally SiLU) or UPSAMPLE (trilinear x2) before the conv
+    pre: str | None = None  # NORM (GroupNorm, optionally SiLU) or UPSAMPLE (x2) before the conv
+    upsample: str = "trilinear"  # UPSAMPLE only: "trilinear", or "zeros" (a transposed convolution, see below)
     silu: bool = False
     fused: bool = False  # a shortcut convolution fused with its source (`fuse_shortcuts`)
 
@@ -100,8 +101,9 @@ class _Builder:
     def input(self, channels: int) -> int:
         return self._add(INPUT, (), channels, "input")
 
-    def conv(self, x: int, module: nn.Module, name: str, pad: tuple[int, int] | None = None) -> int:
-        conv = _conv3d_of(module, name)
+    def conv(self, x: int, module: nn.Module, name: str, pad: tuple[int, int] | None = None,
+             upsample: str = "trilinear") -> int:
+        conv = module if isinstance(module, nn.Conv3d) else _conv3d_of(module, name)
         k, s, p = conv.kernel_size, conv.stride, conv.padding
         if len(set(k)) != 1 or len(set(s)) != 1 or not isinstance(p, tuple) or len(set(p)) != 1 or conv.groups != 1:
             raise MaisiError(f"{name} is not a cubic convolution", "tensor splitting supports MAISI VAEs only")
@@ -110,7 +112,8 @@ class _Builder:
         pre, norm, silu = self.pending if self.pending is not None else (None, None, False)
         self.pending = None
         index = self._add(CONV, (x,), conv.out_channels, name, kernel=k[0], stride=s[0],
-                          pad=pad if pad is not None else (p[0], p[0]), pre=pre, silu=silu)
+                          pad=pad if pad is not None else (p[0], p[0]), pre=pre, silu=silu,
+                          upsample=upsample if pre == UPSAMPLE else "trilinear")
         self.graph.modules[index] = conv
         if norm is not None:
             self.graph.norms[index] = norm
@@ -137,9 +140,9 @@ class _Builder:
             skip = x if isinstance(block.nin_shortcut, nn.Identity) else self.conv(x, block.nin_shortcut, f"{name}.nin_shortcut")
             return self._add(ADD, (h, skip), self.graph.nodes[h].channels, f"{name}.add")
         if isinstance(block, MaisiUpsample):
-            if block.use_convtranspose:
-                raise MaisiError(f"{name} upsamples with a transposed convolution", "tensor splitting supports MAISI VAEs built with use_convtranspose=False")
             self.pending = (UPSAMPLE, None, False)
+            if block.use_convtranspose:
+                return self.conv(x, transposed_as_conv(block.conv, f"{name}.conv"), f"{name}.conv", upsample="zeros")
             return self.conv(x, block.conv, f"{name}.conv")
         if isinstance(block, MaisiDownsample):
             if tuple(block.pad) != (0, 1, 0, 1, 0, 1):
@@ -166,6 +169,34 @@ def _conv3d_of(module: nn.Module, name: str) -> nn.Conv3d:
         if inner is None:
             break
     raise MaisiError(f"{name} holds no 3D convolution", "tensor splitting supports 3D MAISI VAEs only")
+
+
+def transposed_as_conv(module: nn.Module, name: str) -> nn.Conv3d:
+    """The stride-2 transposed convolution of an upsampling block as an ordinary convolution.
+
+    ConvTranspose3d(kernel 3, stride 2, padding 1, output_padding 1) of x equals a stride-1 convolution
+    with padding 1 of x spread onto the doubled grid (x at even positions, zeros between and after),
+    with the kernel flipped and its in/out channels swapped. As a convolution preceded by an x2 input
+    step it splits into slabs exactly like the trilinear upsampling blocks (MAISI's mask VAE uses it).
+    """
+    inner = module
+    for _ in range(3):
+        if isinstance(inner, nn.ConvTranspose3d):
+            break
+        inner = getattr(inner, "conv", None)  # type: ignore[assignment]
+    if not isinstance(inner, nn.ConvTranspose3d):
+        raise MaisiError(f"{name} holds no transposed 3D convolution", "tensor splitting supports MAISI VAEs only")
+    k, s, p, op = inner.kernel_size, inner.stride, inner.padding, inner.output_padding
+    if set(k) != {3} or set(s) != {2} or set(p) != {1} or set(op) != {1} or inner.groups != 1 or set(inner.dilation) != {1}:
+        raise MaisiError(f"{name} is not a kernel-3 stride-2 transposed convolution", "tensor splitting supports MAISI VAEs only")
+    weight = inner.weight.detach()
+    conv = nn.Conv3d(inner.out_channels, inner.in_channels, 3, padding=1, bias=inner.bias is not None,
+                     device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(weight.flip(2, 3, 4).transpose(0, 1))
+        if inner.bias is not None:
+            conv.bias.copy_(inner.bias.detach())
+    return conv.requires_grad_(False)
 
 
 def decoder_graph(autoencoder: nn.Module) -> Graph:
@@ -231,7 +262,7 @@ def fuse_shortcuts(graph: Graph, which: tuple[int, ...], weights: bool = True) -
         if index not in fusable:
             raise ValueError(f"{node.name} cannot be fused")
         fused.nodes[index] = Node(index, CONV, source.inputs, node.channels, f"{node.name}+{source.name}",
-                                  kernel=source.kernel, stride=source.stride, pad=source.pad, pre=source.pre,
+                                  kernel=source.kernel, stride=source.stride, pad=source.pad, pre=source.pre, upsample=source.upsample,
                                   silu=source.silu, fused=True)
         fused.modules[index] = _fused_conv(graph.modules[index], graph.modules[source.index], weights)
     return fused

@@ -81,6 +81,11 @@ MANIFEST: tuple[WeightFile, ...] = (
         "diffusion U-Net of the official label-map generator",
     ),
     WeightFile(
+        "anatomy-sizes", OFFICIAL_REPO, "datasets/all_anatomy_size_conditions.json", "mask_size_database",
+        (), 1 * MB, True,
+        "anatomy sizes of the training cases, which the label-map generator's size control looks up",
+    ),
+    WeightFile(
         "mask-database", OFFICIAL_REPO, "datasets/all_masks_flexible_size_and_spacing_4000.zip", "mask_database",
         (), 11_600 * MB, False,
         "label maps of the training set (used by `maisi masks find`)",
@@ -94,7 +99,7 @@ MANIFEST: tuple[WeightFile, ...] = (
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "masks": ("mask-database", "mask-candidates"),
-    "mask-generation": ("mask-autoencoder", "mask-unet"),
+    "mask-generation": ("mask-autoencoder", "mask-unet", "anatomy-sizes"),
 }
 """Names that stand for several files (preset names are groups too, taken from the presets)."""
 
