@@ -351,8 +351,10 @@ def generate(request: GenerationRequest, progress: ProgressCallback | None = Non
 
 
 def to_input_grid(image: Volume, labels: Volume, affine: np.ndarray, shape: tuple[int, int, int]) -> tuple[Volume, Volume]:
-    """CT (linear) and labels (nearest) resampled onto the mask's own grid and voxel order; air outside."""
+    """CT (linear) and labels (nearest) resampled onto the mask's own grid and voxel order; air where the
+    resampled labels are background."""
     hu = mask_ops.resample_to_reference(Volume(image.array.astype(np.float32), image.affine), affine, shape,
                                         order=1, cval=HU_MIN)
     ids = mask_ops.resample_to_reference(labels, affine, shape, order=0, cval=0)
+    hu[ids == 0] = HU_MIN  # air outside the body, as on the generated grid
     return Volume(np.round(hu).astype(np.int16), affine.copy()), Volume(ids.astype(np.uint8), affine.copy())
