@@ -269,3 +269,55 @@ def test_provenance_of_a_cli_run_records_orientation_and_guidance(live_model_dir
     assert provenance["guidance_scale"] == 2.0 and provenance["modality"] == "ct"
     written = nib.load(str(tmp_path / "o" / "image.nii.gz"))
     assert nib.aff2axcodes(written.affine) == ("R", "A", "S")
+
+
+def test_inpainting_an_lps_ct_returns_it_on_its_own_grid(live_model_dir: Path) -> None:
+    from scipy import ndimage
+
+    from MAISIEngine.inpaint import InpaintRequest, inpaint
+    from MAISIEngine.phantom import make_phantom
+
+    phantom = make_phantom(size=(64, 64, 64), spacing=(4.0, 4.0, 4.0), region="abdomen", seed=3)
+    liver = phantom.labels == 1
+    depth = ndimage.distance_transform_edt(np.pad(liver, 1))[1:-1, 1:-1, 1:-1]
+    centre = np.unravel_index(int(np.argmax(depth)), liver.shape)
+    tumor = (sum((g - c) ** 2 for g, c in zip(np.indices(liver.shape), centre)) <= 2.5**2) & liver
+
+    def run(codes: str):
+        ct, affine = stored_as(phantom.ct, phantom.affine, codes)
+        labels, _ = stored_as(phantom.labels, phantom.affine, codes)
+        painted, _ = stored_as(tumor, phantom.affine, codes)
+        request = InpaintRequest(image=Volume(ct, affine), labels=Volume(labels, affine), tumor=painted,
+                                 tumor_type="liver", model=str(live_model_dir), seed=1, steps=2, device="cpu",
+                                 margin_mm=8.0)
+        image, new_labels, provenance = inpaint(request)
+        return ct, affine, painted, image, new_labels, provenance
+
+    ras_ct, ras_affine_, _, ras_image, _, _ = run("RAS")
+    ct, affine, painted, image, labels, provenance = run("LPS")
+    assert image.shape == ct.shape and labels.shape == ct.shape
+    np.testing.assert_array_equal(image.affine, affine)
+    np.testing.assert_array_equal(labels.affine, affine)
+    far = ndimage.distance_transform_edt(~painted, sampling=(4.0, 4.0, 4.0)) > 8.0
+    np.testing.assert_array_equal(image.array[far], ct[far])
+    assert not np.array_equal(image.array[painted], ct[painted])
+    assert np.all(labels.array[painted] == 26)
+    # the same world voxels as the RAS-stored run: identical CT once brought to the same voxel order
+    back, _ = stored_as(image.array, affine, "RAS")
+    np.testing.assert_array_equal(back, ras_image.array)
+    assert provenance["input_orientation"]["input_voxel_order"] == "LPS"
+
+
+@pytest.mark.slow
+def test_real_rflow_ct_architecture_gives_the_same_ct_for_ras_and_lps(tmp_path_factory) -> None:
+    """The released rflow-ct architecture (random, all parameters, official layout) at a small volume."""
+    model_dir = random_model_directory(tmp_path_factory.mktemp("rflow"), "rflow-ct", seed=4, all_random=True)
+    labels = block_mask((64, 64, 64))
+    affine = ras_affine(spacing=(3.0, 3.0, 3.0))
+    reference_hu, _, _ = generate_from(Volume(labels, affine), str(model_dir))
+    array, stored = stored_as(labels, affine, "LPS")
+    hu, out_affine, provenance = generate_from(Volume(array, stored), str(model_dir))
+    np.testing.assert_allclose(out_affine, affine, atol=1e-9)
+    assert int(np.abs(hu.astype(np.int32) - reference_hu).max()) == 0
+    assert np.ptp(hu[labels > 0]) > 0
+    assert provenance["model"] == "rflow-ct" and provenance["modality_class"] == 1
