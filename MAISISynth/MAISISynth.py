@@ -113,6 +113,7 @@ class MAISISynthParameterNode:
     seed: Annotated[int, WithinRange(0, params.MAX_SEED)] = 0
     steps: Annotated[int, WithinRange(0, 1000)] = 0
     device: Annotated[str, Choice(list(params.DEVICE_CHOICES))] = "auto"
+    modality: Annotated[str, Choice(list(params.MODALITY_CHOICES))] = "ct"
     volumeRendering: bool = False
     tumorVolume: vtkMRMLScalarVolumeNode
     tumorSegmentation: vtkMRMLSegmentationNode
@@ -622,6 +623,7 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
             p.model, workdir / "result", mask=mask,
             template_region=p.templateRegion if mask is None else None,
             size=p.size, spacing=p.spacing, region=p.region, seed=p.seed, steps=p.steps or None, device=p.device,
+            modality=None if p.modality == "ct" else p.modality,  # ct: the model's default (models without classes too)
         )
 
     def inpaintJob(self, p: MAISISynthParameterNode, workdir: Path) -> dict:
@@ -631,7 +633,8 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
         files = mrml.write_inpaint_inputs(p.tumorVolume, p.tumorSegmentation, p.tumorType, workdir)
         return params.inpaint_job(p.model, workdir / "result", image=files["image"], labels=files["labels"],
                                   tumor=files["tumor"], tumor_type=p.tumorType, seed=p.seed,
-                                  steps=p.steps or None, device=p.device)
+                                  steps=p.steps or None, device=p.device,
+                                  modality=None if p.modality == "ct" else p.modality)
 
     def startJob(self, job: dict, workdir: Path, settings: execution.ExecutionSettings | None = None):
         """Start a job on this computer, or (generation and inpainting in Server mode) on the server.

@@ -321,3 +321,17 @@ def test_real_rflow_ct_architecture_gives_the_same_ct_for_ras_and_lps(tmp_path_f
     assert int(np.abs(hu.astype(np.int32) - reference_hu).max()) == 0
     assert np.ptp(hu[labels > 0]) > 0
     assert provenance["model"] == "rflow-ct" and provenance["modality_class"] == 1
+
+
+def test_front_end_jobs_carry_the_modality_to_the_worker_schema(tmp_path: Path) -> None:
+    from MAISIEngine.jobs import GenerateJob, InpaintJob, parse_job
+    from MAISISynthLib import params
+
+    job = parse_job(params.generate_job("rflow-ct", tmp_path, mask=tmp_path / "m.nii.gz", modality="ct_contrast"))
+    assert isinstance(job, GenerateJob) and job.modality == "ct_contrast" and job.precision == "fp16"
+    assert "modality" not in params.generate_job("rflow-ct", tmp_path, mask=tmp_path / "m.nii.gz")
+    inpaint = parse_job(params.inpaint_job("rflow-ct", tmp_path, image="ct.nii.gz", labels="l.nii.gz", tumor="t.nii.gz",
+                                           tumor_type="liver", modality="ct_wo_contrast"))
+    assert isinstance(inpaint, InpaintJob) and inpaint.modality == "ct_wo_contrast"
+    grid = parse_job({"type": "generate", "output_dir": str(tmp_path), "output_grid": "input"})
+    assert grid.output_grid == "input"
