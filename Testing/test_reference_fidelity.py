@@ -24,7 +24,7 @@ from MAISIEngine.modeldir import random_model_directory
 from MAISIEngine.models import load_model
 from MAISIEngine.pipeline import GenerationRequest, build_conditions, generate
 from MAISIEngine.presets import load_preset
-from MAISIEngine.sampling import Conditions, autocast_for, guided_denoise
+from MAISIEngine.sampling import autocast_for, guided_denoise
 
 SHAPE = (48, 32, 32)
 SPACING = (2.0, 3.0, 4.0)
@@ -238,8 +238,9 @@ def test_mask_spacing_out_of_range_is_refused_in_one_line(live_model_dir, tmp_pa
 
 
 def test_fp16_autocast_is_the_cuda_default() -> None:
-    from MAISIEngine.commands.common import add_device_arguments
     import argparse
+
+    from MAISIEngine.commands.common import add_device_arguments
 
     parser = argparse.ArgumentParser()
     add_device_arguments(parser)

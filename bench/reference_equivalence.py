@@ -37,6 +37,7 @@ from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 
@@ -170,8 +171,6 @@ def run_case(ref: Any, model_name: str, model_dir: Path, engine_model: Any, ref_
     include_region = unet.include_top_region_index_input
     spacing_t, top_t, bottom_t, modality_t = ref.utils_infer.build_conditioning_tensors(
         label, spacing, MODALITY[model_name], include_region, torch.device("cpu"))
-    if unet.num_class_embeds is None:
-        modality_t = modality_t  # the reference still uses it for the HU range (CT)
     latent_shape = (4, shape[0] // 4, shape[1] // 4, shape[2] // 4)
     noise = seeded_noise((1, *latent_shape), seed, torch.device("cpu"))
     ref.utils_infer.initialize_noise_latents = lambda shape_, device: noise.clone()
@@ -190,7 +189,8 @@ def run_case(ref: Any, model_name: str, model_dir: Path, engine_model: Any, ref_
     ref_s = time.perf_counter() - tick
     # --- engine ----------------------------------------------------------------------------------
     tick = time.perf_counter()
-    mask = Volume(np.asarray(__import__("nibabel").load(str(mask_path)).dataobj), __import__("nibabel").load(str(mask_path)).affine)
+    stored = nib.load(str(mask_path))
+    mask = Volume(np.asarray(stored.dataobj), stored.affine)
     request = GenerationRequest(model=str(model_dir), mask=mask, seed=seed, steps=steps, guidance_scale=guidance,
                                 device="cpu")
     prepared = prepare_mask(engine_model.preset, request, lambda message: None)
