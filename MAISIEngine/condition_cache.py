@@ -20,35 +20,37 @@ EMBEDDING_ATTRIBUTE = "controlnet_cond_embedding"
 
 
 class CachedConditionEmbedding(torch.nn.Module):
-    """Stands in for the embedding: returns the stored result for the one condition tensor it was built for
-    (compared by identity, so a different condition is always computed afresh)."""
+    """Stands in for the embedding: returns the stored result for the condition tensors it was built for
+    (the conditional and, with guidance, the unconditional one; compared by identity, so any other
+    condition is computed afresh)."""
 
-    def __init__(self, embedding: torch.nn.Module, condition: torch.Tensor, value: torch.Tensor) -> None:
+    def __init__(self, embedding: torch.nn.Module, stored: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         super().__init__()
         self.embedding = embedding
-        self.condition = condition
-        self.value = value
+        self.stored = stored
 
     def forward(self, condition: torch.Tensor) -> torch.Tensor:
-        if condition is self.condition:
-            return self.value
+        for known, value in self.stored:
+            if condition is known:
+                return value
         return self.embedding(condition)
 
 
 @contextmanager
-def embedding_computed_once(controlnet: torch.nn.Module | None, condition: torch.Tensor | None) -> Iterator[None]:
-    """Within the block, `controlnet(..., controlnet_cond=condition)` reuses one embedding of `condition`.
+def embedding_computed_once(controlnet: torch.nn.Module | None, *conditions: torch.Tensor | None) -> Iterator[None]:
+    """Within the block, `controlnet(..., controlnet_cond=c)` reuses one embedding of each given `c`.
 
     Call it inside the autocast context the steps run under, so the stored embedding has the dtype every
     step would have computed. Only for inference (no gradients reach the embedding through the cache).
     """
     embedding = getattr(controlnet, EMBEDDING_ATTRIBUTE, None) if controlnet is not None else None
-    if embedding is None or condition is None or isinstance(embedding, CachedConditionEmbedding):
+    present = [c for c in conditions if c is not None]
+    if embedding is None or not present or isinstance(embedding, CachedConditionEmbedding):
         yield
         return
     with torch.no_grad():
-        value = embedding(condition)
-    setattr(controlnet, EMBEDDING_ATTRIBUTE, CachedConditionEmbedding(embedding, condition, value))
+        stored = [(c, embedding(c)) for c in present]
+    setattr(controlnet, EMBEDDING_ATTRIBUTE, CachedConditionEmbedding(embedding, stored))
     try:
         yield
     finally:

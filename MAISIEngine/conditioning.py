@@ -1,7 +1,7 @@
 """Conditioning tensors of the MAISI diffusion models: spacing, body region and modality.
 
 MAISI scales every conditioning value by 100 (spacing in mm x 100, one-hots x 100); the rflow model
-also takes a modality class (CT = 1).
+also takes a modality class (ct = 1, ct_wo_contrast = 2, ct_contrast = 3).
 """
 
 from __future__ import annotations
@@ -65,10 +65,33 @@ def region_tensors(
     return top, bottom
 
 
-def modality_tensor(preset: Preset, batch: int = 1, device: torch.device | str = "cpu") -> torch.Tensor | None:
-    """(B,) long tensor of the preset's modality class, or None for models without class embeddings."""
-    name = preset.modality
-    if not name or not preset.diffusion_unet.get("num_class_embeds"):
+CT_MODALITIES = ("ct", "ct_wo_contrast", "ct_contrast")
+"""The modality classes a CT model takes (ids 1, 2, 3 of the reference's modality mapping)."""
+
+
+def check_modality(preset: Preset, modality: str | None) -> str | None:
+    """The modality class name to condition on: the user's choice, validated, or the preset's default.
+
+    None for models without class embeddings; asking such a model for a modality is refused.
+    """
+    takes_class = bool(preset.modality and preset.diffusion_unet.get("num_class_embeds"))
+    if modality is None:
+        return preset.modality if takes_class else None
+    if not takes_class:
+        raise MaisiError(f"model {preset.name} takes no modality class, so --modality {modality} cannot apply",
+                         "leave --modality out for this model")
+    choices = CT_MODALITIES if preset.modality in CT_MODALITIES else tuple(maisi_labels.modality_ids())
+    if modality not in choices:
+        raise MaisiError(f"unknown modality '{modality}' for model {preset.name}", f"use one of {', '.join(choices)}")
+    return modality
+
+
+def modality_tensor(preset: Preset, batch: int = 1, device: torch.device | str = "cpu",
+                    modality: str | None = None) -> torch.Tensor | None:
+    """(B,) long tensor of the modality class (the preset's unless given), or None for models without
+    class embeddings."""
+    name = check_modality(preset, modality)
+    if name is None:
         return None
     ids = maisi_labels.modality_ids()
     if name not in ids:

@@ -82,3 +82,51 @@ def fit_grid(preset: Preset, mask_shape: Sequence[int], mask_spacing: Sequence[f
     if spacing is None:
         spacing = [f / n for f, n in zip(fov, size)]
     return check_size(preset, size), check_spacing(spacing)
+
+
+def check_mask_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
+    """The mask's own voxel spacing, held to the range `--spacing` accepts."""
+    try:
+        return check_spacing(spacing)
+    except MaisiError:
+        raise MaisiError(
+            f"the mask's voxel spacing {[round(float(s), 6) for s in spacing]} mm is outside 0.05..50 mm",
+            "check the mask header's pixdim/affine (millimetres expected), or resample the mask",
+        ) from None
+
+
+def _accepted_sizes(preset: Preset, axis: int) -> list[int]:
+    """Sizes the model takes along one axis: its trained set when the preset lists one, else every
+    multiple of the size divisor within its limits."""
+    trained, divisor = preset.trained_on, preset.size_divisor
+    low = preset.allowed_sizes.get("min", [divisor] * 3)[axis]
+    high = preset.allowed_sizes.get("max", [4096] * 3)[axis]
+    if axis < 2 and trained.get("size_xy"):
+        return [int(s) for s in trained["size_xy"]]
+    if axis == 2 and trained.get("size_z"):
+        step = int(trained.get("size_z_step", divisor))
+        return list(range(int(trained["size_z"][0]), int(trained["size_z"][1]) + 1, step))
+    first = -(-int(low) // divisor) * divisor
+    return list(range(first, int(high) + 1, divisor))
+
+
+def nearest_accepted_grid(preset: Preset, shape: Sequence[int], spacing: Sequence[float]
+                          ) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """The accepted grid nearest to a mask's, covering the same field of view (NVIDIA's reference rule).
+
+    x and y share one size, the accepted one nearest to their mean (the z size likewise on its own);
+    the spacing then spans the mask's field of view (mean of x and y in-plane), clipped to the spacing
+    range the model was trained on.
+    """
+    def nearest(value: float, allowed: list[int]) -> int:
+        return min(allowed, key=lambda v: abs(v - value))
+
+    def clip(value: float, bounds: Sequence[float] | None) -> float:
+        return value if not bounds else max(float(bounds[0]), min(float(bounds[1]), value))
+
+    size_xy = nearest((shape[0] + shape[1]) / 2.0, _accepted_sizes(preset, 0))
+    size_z = nearest(float(shape[2]), _accepted_sizes(preset, 2))
+    fov_xy = (shape[0] * spacing[0] + shape[1] * spacing[1]) / 2.0
+    spacing_xy = clip(fov_xy / size_xy, preset.trained_on.get("spacing_xy"))
+    spacing_z = clip(shape[2] * spacing[2] / size_z, preset.trained_on.get("spacing_z"))
+    return (size_xy, size_xy, size_z), (spacing_xy, spacing_xy, spacing_z)

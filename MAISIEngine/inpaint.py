@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from MAISIEngine import __version__, conditioning
+from MAISIEngine import __version__, conditioning, orientation
 from MAISIEngine import labels as maisi_labels
 from MAISIEngine import masks as mask_ops
 from MAISIEngine.errors import MaisiError
@@ -57,8 +57,9 @@ class InpaintRequest:
     seed: int = 0
     steps: int | None = None
     device: str = "auto"
-    precision: str = "bf16"
+    precision: str = "fp16"
     image_source: str = ""
+    modality: str | None = None
 
 
 def check_inputs(request: InpaintRequest, supported_types: list[str]) -> int:
@@ -173,7 +174,31 @@ def repaint_hook(scheduler: Any, known: torch.Tensor, noise: torch.Tensor, keep:
 
 def inpaint(request: InpaintRequest, progress: Callable | None = None, log: Callable[[str], None] | None = None,
             model: LoadedModel | None = None) -> tuple[Volume, Volume, dict[str, Any]]:
-    """Inpaint a tumor; returns (new CT, labels with the tumor, provenance). The input is not modified."""
+    """Inpaint a tumor; returns (new CT, labels with the tumor, provenance). The input is not modified.
+
+    The networks see the CT, labels and tumor in RAS voxel order (an exact permutation and flips, as for
+    generation); the results come back on the input CT's own grid and voxel order, so they overlay it.
+    """
+    how = orientation.plan(request.image.affine, request.image.shape)
+    on_grid = (request.labels.shape == request.image.shape and np.asarray(request.tumor).shape == request.image.shape)
+    if not on_grid or how.identity:  # off-grid inputs are refused by check_inputs with their own message
+        image, labels, provenance = _inpaint_ras(request, progress, log, model)
+        provenance["input_orientation"] = how.describe()
+        return image, labels, provenance
+    ras_request = replace(request, image=orientation.apply(request.image, how),
+                          labels=orientation.apply(request.labels, how),
+                          tumor=orientation.apply_array(request.tumor, how))
+    image, labels, provenance = _inpaint_ras(ras_request, progress, log, model)
+    request.tumor = orientation.restore(Volume(ras_request.tumor, image.affine), how).array
+    image, labels = orientation.restore(image, how), orientation.restore(labels, how)
+    provenance["input_orientation"] = {**how.describe(), "output": "returned on the input CT's grid and voxel order"}
+    provenance["crop_voxel_order"] = "RAS"
+    return (Volume(image.array, request.image.affine.copy()), Volume(labels.array, request.labels.affine.copy()),
+            provenance)
+
+
+def _inpaint_ras(request: InpaintRequest, progress: Callable | None = None, log: Callable[[str], None] | None = None,
+                 model: LoadedModel | None = None) -> tuple[Volume, Volume, dict[str, Any]]:
     from MAISIEngine import tsp
 
     start = time.perf_counter()
@@ -211,7 +236,7 @@ def inpaint(request: InpaintRequest, progress: Callable | None = None, log: Call
 
     cond = Conditions(
         spacing=conditioning.spacing_tensor(spacing, 1, device) if preset.conditioning.get("spacing") else None,
-        class_labels=conditioning.modality_tensor(preset, 1, device),
+        class_labels=conditioning.modality_tensor(preset, 1, device, request.modality),
         controlnet_cond=mask_ops.label_bitplanes(torch.from_numpy(labels_crop.astype(np.int64))[None, None]).to(device),
     )
     if preset.uses_region:
@@ -287,7 +312,8 @@ def run_inpaint_job(job: Any, progress: Callable | None = None, log: Callable[[s
     tumor = read_tumor(job.tumor, image) if job.tumor else tumor_from_labels(labels, job.tumor_type)
     request = InpaintRequest(image=image, labels=labels, tumor=tumor, tumor_type=job.tumor_type, model=job.model,
                              method=job.method, margin_mm=float(job.margin_mm), seed=int(job.seed), steps=job.steps,
-                             device=job.device, precision=job.precision, image_source=job.image)
+                             device=job.device, precision=job.precision, image_source=job.image,
+                             modality=getattr(job, "modality", None))
     new_image, new_labels, provenance = inpaint(request, progress=progress, log=log)
     paths = write_outputs(job.output_dir, new_image, new_labels, provenance, job.format)
     return {**paths, "provenance_data": provenance}

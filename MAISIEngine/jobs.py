@@ -26,9 +26,11 @@ class GenerateJob:
     seed: int = 0
     steps: int | None = None
     guidance_scale: float | None = None
+    modality: str | None = None
+    output_grid: str = "model"
     quality_retries: int = 0
     device: str = "auto"
-    precision: str = "bf16"
+    precision: str = "fp16"
     max_gpu_memory: str | None = None
     format: str = "nifti"
 
@@ -45,8 +47,9 @@ class InpaintJob:
     margin_mm: float = 10.0
     seed: int = 0
     steps: int | None = None
+    modality: str | None = None
     device: str = "auto"
-    precision: str = "bf16"
+    precision: str = "fp16"
     format: str = "nifti"
 
 

@@ -144,3 +144,34 @@ def label_bitplanes(labels: "torch.Tensor") -> "torch.Tensor":
     bits = torch.arange(8, device=labels.device, dtype=torch.int64).view(1, 8, 1, 1, 1)
     return ((as_int >> bits) & 1).to(torch.float32)
 
+
+
+TUMOR_TO_HOST = {26: 1, 24: 4, 27: 62, 116: 14, 117: 5}
+"""Tumor (and cyst) ids replaced by their host organ in the unconditional guidance mask, as NVIDIA's
+reference does: hepatic tumor -> liver, pancreatic tumor -> pancreas, colon cancer -> colon, kidney cysts
+-> kidneys."""
+LUNG_TUMOR = 23
+LUNG_LOBES = (28, 29, 30, 31, 32)
+
+
+def remove_tumors(labels: np.ndarray) -> np.ndarray:
+    """The label map with tumors replaced by their host organ: the unconditional mask of guidance.
+
+    Lung tumors take the commonest lobe id in the one-voxel ring around them (a 3x3x3 dilation in which
+    the outside of the volume counts as tumor, so voxels on the border join the ring), or the commonest
+    lobe of the whole map when the ring has none; bone lesions stay (the reference keeps them too).
+    """
+    labels = np.asarray(labels)
+    out = labels.copy()
+    for tumor, host in TUMOR_TO_HOST.items():
+        out[labels == tumor] = host
+    tumor = out == LUNG_TUMOR
+    if tumor.any():
+        ring = ndimage.binary_dilation(tumor, structure=np.ones((3, 3, 3), bool), border_value=1) & ~tumor
+        ring_labels = out[ring & np.isin(out, LUNG_LOBES)]
+        if ring_labels.size:
+            host = int(np.bincount(ring_labels.astype(np.int64)).argmax())
+        else:
+            host = LUNG_LOBES[int(np.argmax([(out == lobe).sum() for lobe in LUNG_LOBES]))]
+        out[tumor] = host
+    return out

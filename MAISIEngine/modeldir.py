@@ -66,14 +66,37 @@ def write_model_directory(
     return out_dir
 
 
+def randomize_constant_parameters(model: torch.nn.Module, std: float = 0.05, seed: int = 0) -> int:
+    """Add Gaussian noise to every parameter tensor whose entries are all equal (returns how many).
+
+    MONAI zero-initialises the U-Net's output convolution and the ControlNet's zero convolutions (and
+    norms start at weight 1, bias 0): through freshly built networks the U-Net returns exactly zero and a
+    comparison of two samplers proves nothing. After this every parameter is random.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    changed = 0
+    with torch.no_grad():
+        for parameter in model.parameters():
+            flat = parameter.detach().reshape(-1)
+            if flat.numel() and bool((flat == flat[0]).all()):
+                noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float32) * std
+                parameter.add_(noise.to(parameter.dtype))
+                changed += 1
+    return changed
+
+
 def random_model_directory(
     out_dir: str | Path,
     preset: str | Preset | dict[str, Any] = "demo",
     seed: int = 0,
     scale_factor: float = 1.0,
     layout: str = "official",
+    all_random: bool = False,
 ) -> Path:
-    """A model directory of randomly initialised networks (tests and benchmarks of the real code paths)."""
+    """A model directory of randomly initialised networks (tests and benchmarks of the real code paths).
+
+    `all_random` also randomises the parameters MONAI initialises to a constant (zero output layers),
+    so the networks' outputs depend on every input."""
     from MAISIEngine.presets import preset_from_dict
 
     if isinstance(preset, dict):
@@ -85,4 +108,7 @@ def random_model_directory(
     torch.manual_seed(seed)
     networks = {role: build_network(role, typed, "cpu") for role in ("autoencoder", "diffusion_unet", "controlnet")}
     init_controlnet_from_unet(networks["controlnet"], networks["diffusion_unet"])
+    if all_random:
+        for index, network in enumerate(networks.values()):
+            randomize_constant_parameters(network, seed=seed * 10 + index)
     return write_model_directory(out_dir, typed, networks, scale_factor, layout=layout)

@@ -96,7 +96,7 @@ def run_generate(job: GenerateJob) -> dict[str, Any]:
         model=job.model, mask=mask, mask_source=describe_source(job.mask, "phantom template"),
         size=tuple(size) if size else None, spacing=tuple(spacing) if spacing else None,
         region=parse_regions(region), seed=int(seed), steps=job.steps, guidance_scale=job.guidance_scale,
-        device=job.device, precision=job.precision, quality_retries=job.quality_retries,
+        modality=job.modality, output_grid=job.output_grid, device=job.device, precision=job.precision, quality_retries=job.quality_retries,
         max_gpu_memory=parse_memory(job.max_gpu_memory),
     )
     result = generate(request, progress=_progress, log=_log)

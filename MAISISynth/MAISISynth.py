@@ -128,6 +128,7 @@ class MAISISynthParameterNode:
     seed: Annotated[int, WithinRange(0, params.MAX_SEED)] = 0
     steps: Annotated[int, WithinRange(0, 1000)] = 0
     device: Annotated[str, Choice(list(params.DEVICE_CHOICES))] = "auto"
+    modality: Annotated[str, Choice(list(params.MODALITY_CHOICES))] = "ct"
     volumeRendering: bool = False
     keepJobFiles: bool = False
     tumorVolume: vtkMRMLScalarVolumeNode

@@ -584,6 +584,9 @@ def test_settings_check_flags_a_grid_the_model_cannot_take(window, torso_files, 
     job = panel.generate_job(Path("/out"), Path("/in/mask.nii.gz"))
     assert job["size"] == [48, 48, 32] and job["spacing"] == [4.0, 4.0, 5.0]
     assert job["mask"] == "/in/mask.nii.gz" and job["model"] == str(random_model) and job["template"] is None
+    assert "modality" not in job  # "model default"
+    panel.modality_combo.setCurrentIndex(panel.modality_combo.findData("ct_contrast"))
+    assert panel.generate_job(Path("/out"), Path("/in/mask.nii.gz"))["modality"] == "ct_contrast"
 
 
 def test_missing_weights_are_shown_and_generation_is_not_offered(window, tmp_path, random_model):

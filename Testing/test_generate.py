@@ -107,10 +107,17 @@ def test_size_the_architecture_cannot_take_is_refused(tiny_model_dir, oblique_ma
     assert "multiple of 16" in line and "--size 48 32 32" in line
 
 
-def test_mask_grid_not_divisible_asks_for_size(tiny_model_dir, tmp_path, capsys) -> None:
+def test_mask_grid_the_model_does_not_take_is_fitted_in_one_line(tiny_model_dir, tmp_path, capsys) -> None:
     path = write_volume(tmp_path / "m.nii.gz", block_mask((30, 32, 32)), np.eye(4), dtype=np.uint8)
-    line = bad(capsys, ["generate", "--model", tiny_model_dir, "--mask", path, "-o", tmp_path / "o"])
-    assert "--size" in line
+    code, _, err = run_cli(["generate", "--model", tiny_model_dir, "--mask", path, "-o", tmp_path / "o"], capsys)
+    assert code == 0, err
+    fitted = [line for line in err.splitlines() if "is not one tiny-test takes" in line]
+    assert fitted == ["warning: the mask's grid [30, 32, 32] x [1.0, 1.0, 1.0] mm is not one tiny-test takes (every "
+                      "axis must be a multiple of 16); resampled (nearest) to [32, 32, 32] x [1.0, 1.0, 1.0] mm, "
+                      "same centre and field of view"]
+    provenance = json.loads((tmp_path / "o" / "provenance.json").read_text())
+    assert provenance["size"] == [32, 32, 32] and provenance["grid_fit"] == fitted[0][len("warning: "):]
+    assert nib.load(str(tmp_path / "o" / "image.nii.gz")).shape == (32, 32, 32)
 
 
 def test_outside_training_range_only_warns(tiny_model_dir, oblique_mask, tmp_path, capsys) -> None:

@@ -59,7 +59,7 @@ def test_condition_embedding_runs_once_per_volume_and_changes_nothing(model_with
     assert model.controlnet.controlnet_cond_embedding is embedding
 
     calls.clear()
-    monkeypatch.setattr(sampling, "embedding_computed_once", lambda controlnet, cond: contextlib.nullcontext())
+    monkeypatch.setattr(sampling, "embedding_computed_once", lambda controlnet, *conds: contextlib.nullcontext())
     uncached = sample_once(model, condition, steps=4)
     assert len(calls) == 4
     assert torch.equal(cached, uncached)
@@ -75,9 +75,9 @@ def test_cached_embedding_recomputes_for_another_condition_and_is_removed_after_
         stand_in = controlnet.controlnet_cond_embedding
         assert isinstance(stand_in, CachedConditionEmbedding)
         with torch.no_grad():
-            assert stand_in(first) is stand_in.value
+            assert stand_in(first) is stand_in.stored[0][1]
             assert torch.equal(stand_in(second), original(second))
-            assert not torch.equal(stand_in(second), stand_in.value)
+            assert not torch.equal(stand_in(second), stand_in.stored[0][1])
         raise RuntimeError("stopped")
     assert controlnet.controlnet_cond_embedding is original
 

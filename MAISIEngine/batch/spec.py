@@ -44,7 +44,7 @@ class BatchSpec:
     tumors: dict[str, Any] | None = None
     datalist: dict[str, Any] | None = None
     device: str = "auto"
-    precision: str = "bf16"
+    precision: str = "fp16"
     output_format: str = "nifti"
     size: list[int] | None = None
     spacing: list[float] | None = None

@@ -79,8 +79,9 @@ class StageBars:
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (first GPU if any), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="bf16", choices=("bf16", "fp16", "fp32"),
-                        help="autocast precision on CUDA (CPU always runs fp32)")
+    parser.add_argument("--precision", default="fp16", choices=("fp16", "bf16", "fp32"),
+                        help="sampling autocast precision on CUDA: fp16 (default, as NVIDIA's reference), bf16 or "
+                             "fp32; CPU always runs fp32. The TSP decoder picks its own (fp16 on CUDA, fp32 on CPU)")
     parser.add_argument("--max-gpu-memory", default=None,
                         help="memory budget for decoding, e.g. 16G; the planner picks splits to fit")
     parser.add_argument("--devices", default=None,

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 from MAISIEngine.commands.common import StageBars, add_device_arguments, check_model_argument, read_mask, warn
+from MAISIEngine.conditioning import CT_MODALITIES as MODALITY_CHOICES
 from MAISIEngine.conditioning import parse_regions
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.privacy import describe_source
 from MAISIEngine.maskgen import cli as maskgen_cli
-from MAISIEngine.pipeline import GenerationRequest, generate
+from MAISIEngine.pipeline import OUTPUT_GRIDS, GenerationRequest, generate
 from MAISIEngine.validation import (check_device, check_devices, check_guidance, check_memory, check_output_dir,
                                     check_retries, check_seed, check_size, check_spacing, check_steps)
 
@@ -28,7 +29,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--region", nargs="+", help="body region(s): head-neck, chest, abdomen, lower-body")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (0 = off, the default for CT)")
+    p.add_argument("--guidance", type=float, metavar="S",
+                   help="classifier-free guidance scale s as in NVIDIA's reference: uncond + s * (cond - uncond), "
+                        "the unconditional branch with modality class 0 and the mask's tumors replaced by their "
+                        "host organs; 0 = off (the default for CT), 1 = same as off at twice the cost, >1 stronger")
+    p.add_argument("--modality", metavar="|".join(MODALITY_CHOICES),
+                   help="modality class for models that take one (rflow-ct): ct (default), ct_wo_contrast, ct_contrast")
+    p.add_argument("--output-grid", default="model", choices=OUTPUT_GRIDS,
+                   help="model: write on the grid generated (RAS voxel order; a mask grid the model does not take "
+                        "is fitted to the nearest one it does); input: resample the CT (linear) and labels "
+                        "(nearest) back onto the mask's own grid")
     p.add_argument("--quality-retries", type=int, default=0,
                    help="regenerate with the next seed while the HU quality check fails, up to N times")
     p.add_argument("--format", default="nifti", choices=("nifti", "dicom"),
@@ -67,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         steps=args.steps,
         guidance_scale=args.guidance,
+        modality=args.modality,
+        output_grid=args.output_grid,
         device=args.device,
         precision=args.precision,
         quality_retries=args.quality_retries,

@@ -25,6 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="demo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int)
+    p.add_argument("--modality", metavar="ct|ct_wo_contrast|ct_contrast",
+                   help="modality class for models that take one (rflow-ct); default ct")
     p.add_argument("--format", default="nifti", choices=("nifti", "dicom"))
     add_device_arguments(p)
     p.add_argument("-o", "--output", required=True, help="output directory (created when the result is complete)")
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     job = SimpleNamespace(image=str(args.image), labels=str(args.labels), tumor=str(args.tumor) if args.tumor else None,
                           tumor_type=args.tumor_type, model=args.model, method=args.method, margin_mm=args.margin_mm,
                           seed=args.seed, steps=args.steps, device=args.device, precision=args.precision,
-                          output_dir=str(args.output), format=args.format)
+                          output_dir=str(args.output), format=args.format, modality=args.modality)
     bars = StageBars()
     try:
         result = run_inpaint_job(job, progress=bars, log=warn)

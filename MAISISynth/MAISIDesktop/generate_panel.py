@@ -138,6 +138,11 @@ class GeneratePanel(QtWidgets.QWidget):
         self.steps.setSpecialValueText("model default")
         self.device_combo = QtWidgets.QComboBox()
         self.device_combo.addItems(params.DEVICE_CHOICES)
+        self.modality_combo = QtWidgets.QComboBox()  # models with a modality class (rflow-ct); "" = model default
+        self.modality_combo.setObjectName("modality")
+        self.modality_combo.addItem("model default (ct)", "")
+        for name in params.MODALITY_CHOICES:
+            self.modality_combo.addItem(name, name)
         self.tumor_type = QtWidgets.QComboBox()
         for name, label_id in maisi_labels.TUMOR_TYPES.items():
             self.tumor_type.addItem(f"{name} ({maisi_labels.name_of(label_id)})", name)
@@ -189,6 +194,7 @@ class GeneratePanel(QtWidgets.QWidget):
         grid_form.addRow("Seed", seed_row)
         grid_form.addRow("Steps", self.steps)
         grid_form.addRow("Device", self.device_combo)
+        grid_form.addRow("Modality", self.modality_combo)
         inpaint_box = QtWidgets.QGroupBox("Inpaint (CT + painted tumor)")
         inpaint_form = QtWidgets.QFormLayout(inpaint_box)
         inpaint_form.addRow("Tumor type", self.tumor_type)
@@ -386,6 +392,7 @@ class GeneratePanel(QtWidgets.QWidget):
             seed=self.seed.value(),
             steps=self.steps.value() or None,
             device=self.device_combo.currentText(),
+            modality=self.modality_combo.currentData() or None,
         )
 
     def inpaint_job(self, output_dir: Path, image: Path, labels: Path, tumor: Path) -> dict[str, Any]:
@@ -393,7 +400,7 @@ class GeneratePanel(QtWidgets.QWidget):
             self.model, output_dir, image=image, labels=labels, tumor=tumor,
             tumor_type=str(self.tumor_type.currentData()), seed=self.seed.value(),
             steps=self.steps.value() or None, device=self.device_combo.currentText(),
-            margin_mm=self.margin.value(),
+            margin_mm=self.margin.value(), modality=self.modality_combo.currentData() or None,
         )
 
     @property

@@ -25,6 +25,8 @@ REGION_CHOICES = ("auto", "head-neck", "chest", "abdomen", "lower-body", "chest-
 TEMPLATE_REGIONS = ("chest-abdomen", "chest", "abdomen")
 """Body regions of the phantom templates the engine draws."""
 MAX_SEED = 2**31 - 1
+MODALITY_CHOICES = ("ct", "ct_wo_contrast", "ct_contrast")
+"""Modality classes of models that take one (rflow-ct); None in a job means the model's default (ct)."""
 
 
 @dataclass
@@ -79,12 +81,13 @@ def generate_job(
     seed: int = 0,
     steps: int | None = None,
     device: str = "auto",
+    modality: str | None = None,
 ) -> dict[str, Any]:
     """The worker's generate job: from a label map file, or from a phantom template when `mask` is None."""
     if mask is None and template_region is None:
         raise ValueError("a generate job needs a mask or a template region")
     template = None if mask is not None else {"kind": "phantom", "region": template_region, "seed": int(seed)}
-    return {
+    job = {
         "type": "generate",
         "model": str(model),
         "mask": str(mask) if mask is not None else None,
@@ -98,6 +101,9 @@ def generate_job(
         "output_dir": str(output_dir),
         "format": "nifti",
     }
+    if modality:
+        job["modality"] = str(modality)
+    return job
 
 
 def inpaint_job(
@@ -113,6 +119,7 @@ def inpaint_job(
     device: str = "auto",
     margin_mm: float = 10.0,
     method: str | None = None,
+    modality: str | None = None,
 ) -> dict[str, Any]:
     """The worker's inpaint job: a CT, its MAISI label map and a tumor mask painted on the same grid."""
     job: dict[str, Any] = {
@@ -131,6 +138,8 @@ def inpaint_job(
     }
     if method:
         job["method"] = method
+    if modality:
+        job["modality"] = str(modality)
     return job
 
 
