@@ -592,27 +592,21 @@ def test_settings_check_flags_a_grid_the_model_cannot_take(window, torso_files, 
     assert not panel.generate_button.isEnabled()
     # A spacing out of range cannot work for a label map either.
     panel.source_combo.setCurrentText("Current label map")
-    panel.use_mask_grid.setChecked(False)
-    panel.spacing_boxes[0].setValue(0.25)
-    panel.size_boxes[0].setValue(16)
-    assert "fitted to" in panel.check_label.text()  # 16 x 40 x 32 at 0.25 mm in x: fitted as well
     panel.set_mask_grid((40, 40, 32), (60.0, 4.0, 5.0))
-    panel.use_mask_grid.setChecked(True)
     assert panel.check_label.text().startswith("spacing [60.0, 4.0, 5.0] is not three values in mm between 0.05 and 50")
     assert not panel.generate_button.isEnabled()
     panel.set_mask_grid((40, 40, 32), (4.0, 4.0, 5.0))
-    panel.use_mask_grid.setChecked(False)
+    assert panel.generate_button.isEnabled()
     # A chosen grid the model does not take is fitted the same way, and the job carries the fitted grid.
-    for box, value in zip(panel.size_boxes, (40, 40, 32)):
-        box.setValue(value)
-    panel.spacing_boxes[0].setValue(4.0)
+    panel.use_mask_grid.setChecked(False)
+    assert panel.size == (40, 40, 32) and panel.spacing == (4.0, 4.0, 5.0)
     assert panel.check_label.text().splitlines()[0].endswith("fitted to 64 x 64 x 64 at 2.5 mm")
     assert panel.generate_button.isEnabled()
     job = panel.generate_job(Path("/out"), Path("/in/mask.nii.gz"))
     assert job["size"] == [64, 64, 64] and job["spacing"] == [2.5, 2.5, 2.5]
     for box, value in zip(panel.size_boxes, (48, 48, 32)):
         box.setValue(value)
-    assert "multiple" not in panel.check_label.text()
+    assert "multiple" not in panel.check_label.text() and "fitted" not in panel.check_label.text()
     assert panel.generate_button.isEnabled()
     assert panel.fov_label.text().endswith("192 x 192 x 160 mm")
     job = panel.generate_job(Path("/out"), Path("/in/mask.nii.gz"))

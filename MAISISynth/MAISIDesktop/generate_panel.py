@@ -2,7 +2,8 @@
 (which the main window shows in its status area, always on screen).
 
 The checks come from `MAISISynthLib.params` (the engine's own size rules and training ranges), so a
-size the model cannot take is flagged beside the spin boxes, as in the Slicer module.
+template size the model cannot take is flagged beside the spin boxes, and a label map's grid it cannot
+take is announced with the grid the engine will fit it to, as in the Slicer module.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from PyQt5 import QtCore, QtWidgets
 
 from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
-from MAISIEngine.presets import load_preset
+from MAISIEngine.presets import Preset, load_preset
 from MAISISynthLib import params
 from MAISISynthLib.execution import DEFAULT_SERVER_URL, LOCAL, MODE_LABELS, SERVER, ExecutionSettings
 
@@ -323,7 +324,7 @@ class GeneratePanel(QtWidgets.QWidget):
         self.check_label.setStyleSheet("color: #c0392b;" if check.errors else "color: #b9770e;" if check.warnings else "")
         self._sync_enabled()
 
-    def settings_check(self, preset: Any) -> params.SettingsCheck:
+    def settings_check(self, preset: Preset) -> params.SettingsCheck:
         """The engine's checks of the grid to generate; a label map's grid the model does not take is fitted
         (by the engine from the exact grid when 'use the label map's grid' is ticked), a template's refused."""
         labels = self.source_combo.currentText() == SOURCE_LABELS
