@@ -95,7 +95,7 @@ def check_mask_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
         ) from None
 
 
-def _accepted_sizes(preset: Preset, axis: int) -> list[int]:
+def accepted_sizes(preset: Preset, axis: int) -> list[int]:
     """Sizes the model takes along one axis: its trained set when the preset lists one, else every
     multiple of the size divisor within its limits."""
     trained, divisor = preset.trained_on, preset.size_divisor
@@ -124,8 +124,8 @@ def nearest_accepted_grid(preset: Preset, shape: Sequence[int], spacing: Sequenc
     def clip(value: float, bounds: Sequence[float] | None) -> float:
         return value if not bounds else max(float(bounds[0]), min(float(bounds[1]), value))
 
-    size_xy = nearest((shape[0] + shape[1]) / 2.0, _accepted_sizes(preset, 0))
-    size_z = nearest(float(shape[2]), _accepted_sizes(preset, 2))
+    size_xy = nearest((shape[0] + shape[1]) / 2.0, accepted_sizes(preset, 0))
+    size_z = nearest(float(shape[2]), accepted_sizes(preset, 2))
     fov_xy = (shape[0] * spacing[0] + shape[1] * spacing[1]) / 2.0
     spacing_xy = clip(fov_xy / size_xy, preset.trained_on.get("spacing_xy"))
     spacing_z = clip(shape[2] * spacing[2] / size_z, preset.trained_on.get("spacing_z"))

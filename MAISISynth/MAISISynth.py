@@ -309,7 +309,8 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget.visible = state.show_input_labelmap
         self.ui.fieldOfViewLabel.text = state.field_of_view
         self.ui.sizeCheckLabel.text = state.size_check_text
-        self.ui.sizeCheckLabel.styleSheet = "color: #c62828" if state.size_check_is_error else "color: #b26a00"
+        self.ui.sizeCheckLabel.styleSheet = ("color: #c62828" if state.size_check_is_error
+                                             else "color: #b26a00" if state.size_check_is_warning else "")
         for widget in (self.ui.serverUrlLabel, self.ui.serverUrlLineEdit, self.ui.serverTokenFileLabel,
                        self.ui.serverTokenFilePathLineEdit, self.ui.testConnectionButton, self.ui.connectionStatusLabel):
             widget.enabled = state.server_widgets_enabled
@@ -699,7 +700,7 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def checkSettings(p: MAISISynthParameterNode) -> params.SettingsCheck:
-        return panel.check_settings(p.model, p.size, p.spacing)
+        return panel.check_settings(p.model, p.size, p.spacing, p.inputKind)
 
     def generateJob(self, p: MAISISynthParameterNode, workdir: Path) -> dict:
         """The worker's job for the current settings; the input label map is written into `workdir`."""

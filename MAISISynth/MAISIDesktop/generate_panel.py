@@ -2,7 +2,8 @@
 (which the main window shows in its status area, always on screen).
 
 The checks come from `MAISISynthLib.params` (the engine's own size rules and training ranges), so a
-size the model cannot take is flagged beside the spin boxes, as in the Slicer module.
+template size the model cannot take is flagged beside the spin boxes, and a label map's grid it cannot
+take is announced with the grid the engine will fit it to, as in the Slicer module.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from PyQt5 import QtCore, QtWidgets
 
 from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
-from MAISIEngine.presets import load_preset
+from MAISIEngine.presets import Preset, load_preset
 from MAISISynthLib import params
 from MAISISynthLib.execution import DEFAULT_SERVER_URL, LOCAL, MODE_LABELS, SERVER, ExecutionSettings
 
@@ -216,7 +217,7 @@ class GeneratePanel(QtWidgets.QWidget):
         for form in (model_form, compute_form, grid_form, inpaint_form):
             form.setRowWrapPolicy(QtWidgets.QFormLayout.WrapLongRows)
 
-        self.source_combo.currentTextChanged.connect(lambda _t: self._sync_enabled())
+        self.source_combo.currentTextChanged.connect(lambda _t: (self._sync_enabled(), self._check()))
         self.use_mask_grid.toggled.connect(lambda _b: (self._sync_enabled(), self._check()))
         self._model_changed()
         self._sync_enabled()
@@ -317,13 +318,19 @@ class GeneratePanel(QtWidgets.QWidget):
             self.check_label.setText(exc.one_line())
             self.check_label.setStyleSheet("color: #c0392b;")
             return
-        check = params.check_size_and_spacing(preset, self.size, self.spacing)
-        if check.errors and self.uses_mask_grid():
-            check.errors.append("Untick 'Use the label map's grid' to resample the labels onto a size the model takes.")
+        check = self.settings_check(preset)
         self.settings_ok = check.ok
         self.check_label.setText(check.text())
-        self.check_label.setStyleSheet("color: #c0392b;" if check.errors else "color: #b9770e;")
+        self.check_label.setStyleSheet("color: #c0392b;" if check.errors else "color: #b9770e;" if check.warnings else "")
         self._sync_enabled()
+
+    def settings_check(self, preset: Preset) -> params.SettingsCheck:
+        """The engine's checks of the grid to generate; a label map's grid the model does not take is fitted
+        (by the engine from the exact grid when 'use the label map's grid' is ticked), a template's refused."""
+        labels = self.source_combo.currentText() == SOURCE_LABELS
+        if self.uses_mask_grid() and self._mask_grid is not None:
+            return params.check_size_and_spacing(preset, *self._mask_grid, label_map=True)
+        return params.check_size_and_spacing(preset, self.size, self.spacing, label_map=labels)
 
     def _sync_enabled(self) -> None:
         template = self.source_combo.currentText() == SOURCE_TEMPLATE
@@ -382,12 +389,18 @@ class GeneratePanel(QtWidgets.QWidget):
         """The worker job for the current settings; `mask` is the label map written for it."""
         template = self.source_combo.currentText() == SOURCE_TEMPLATE
         grid_from_mask = self.uses_mask_grid()
+        size, spacing = self.size, self.spacing
+        if not template and not grid_from_mask:  # a chosen grid the model does not take: the fitted one announced
+            try:
+                size, spacing = self.settings_check(load_preset(self.model)).fitted_grid or (size, spacing)
+            except MaisiError:
+                pass  # a model folder only the server has: it checks the grid
         return params.generate_job(
             self.model, output_dir,
             mask=None if template else mask,
             template_region=self.template_region.currentText() if template else None,
-            size=None if grid_from_mask else self.size,
-            spacing=None if grid_from_mask else self.spacing,
+            size=None if grid_from_mask else size,
+            spacing=None if grid_from_mask else spacing,
             region=self.region_combo.currentText(),
             seed=self.seed.value(),
             steps=self.steps.value() or None,

@@ -84,7 +84,8 @@ def build_menus(win: "MainWindow") -> None:
                                  name="sendToPacs")
     win.screenshot_action = add_action(win, file_menu, "Save &screenshot...", win.ask_screenshot, name="screenshot")
     win.export_separator = file_menu.addSeparator()
-    add_action(win, file_menu, "&Quit", win.close, QtGui.QKeySequence.Quit, "quit")
+    # Ctrl+Q by name: the platform's standard Quit sequence is empty on some (Windows, some X11 themes).
+    add_action(win, file_menu, "&Quit", win.close, "Ctrl+Q", "quit")
 
     edit_menu = bar.addMenu("&Edit")
     win.undo_action = add_action(win, edit_menu, "&Undo", win.undo, QtGui.QKeySequence.Undo, "undo")

@@ -44,6 +44,7 @@ class PanelState:
     field_of_view: str
     size_check_text: str
     size_check_is_error: bool
+    size_check_is_warning: bool
     server_widgets_enabled: bool
     weights: params.WeightsSummary
     download_enabled: bool
@@ -56,18 +57,23 @@ class PanelState:
     check: params.SettingsCheck = field(default_factory=params.SettingsCheck)
 
 
-def check_settings(model: str, size: tuple[int, int, int], spacing: tuple[float, float, float]) -> params.SettingsCheck:
-    """The engine's size and spacing checks for a model; an unknown model is an error, not an exception."""
+def check_settings(model: str, size: tuple[int, int, int], spacing: tuple[float, float, float],
+                   input_kind: str = INPUT_TEMPLATE) -> params.SettingsCheck:
+    """The engine's size and spacing checks for a model; an unknown model is an error, not an exception.
+
+    A segmentation or label map input is resampled onto the chosen grid, so a size the model does not
+    take is fitted (a note, with the fitted grid) rather than refused; a phantom template's is refused.
+    """
     try:
         preset = load_preset(model)
     except MaisiError as exc:
         return params.SettingsCheck(errors=[exc.one_line()])
-    return params.check_size_and_spacing(preset, size, spacing)
+    return params.check_size_and_spacing(preset, size, spacing, label_map=input_kind != INPUT_TEMPLATE)
 
 
 def panel_state(inputs: PanelInputs) -> PanelState:
     """Everything the panel shows for `inputs`; never raises for a bad model name or size."""
-    check = check_settings(inputs.model, inputs.size, inputs.spacing)
+    check = check_settings(inputs.model, inputs.size, inputs.spacing, inputs.input_kind)
     if inputs.on_server:
         weights = params.WeightsSummary(True, False, "weights on the server")
     else:
@@ -80,8 +86,9 @@ def panel_state(inputs: PanelInputs) -> PanelState:
         show_input_segmentation=kind == INPUT_SEGMENTATION,
         show_input_labelmap=kind == INPUT_LABELMAP,
         field_of_view=params.field_of_view_text(inputs.size, inputs.spacing),
-        size_check_text="\n".join(check.errors) if check.errors else "\n".join(check.warnings),
+        size_check_text="\n".join(check.errors) if check.errors else "\n".join([*check.notes, *check.warnings]),
         size_check_is_error=bool(check.errors),
+        size_check_is_warning=bool(check.warnings) and not check.errors,
         server_widgets_enabled=inputs.on_server,
         weights=weights,
         download_enabled=weights.downloadable and not weights.ready and not busy,

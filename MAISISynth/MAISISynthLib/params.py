@@ -35,26 +35,64 @@ class SettingsCheck:
 
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What will happen that the user did not ask for (allowed, shown as information)."""
+    fitted_grid: tuple[tuple[int, int, int], tuple[float, float, float]] | None = None
+    """The grid a label map will be fitted to, when the given one is not a grid the model takes."""
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
     def text(self) -> str:
-        return "\n".join([*self.errors, *self.warnings])
+        return "\n".join([*self.errors, *self.notes, *self.warnings])
+
+
+def accepted_grid_text(preset: Preset) -> str:
+    """The sizes a model takes, in words: 'x = y in 256, 384, 512 and z 128..768 in steps of 128'."""
+    axes = engine_geometry.accepted_sizes
+    xy, z = axes(preset, 0), axes(preset, 2)
+    if preset.trained_on.get("size_xy"):
+        xy_text = "x = y in " + ", ".join(str(v) for v in xy)
+    else:
+        xy_text = f"x and y {xy[0]}..{xy[-1]}"
+    step = z[1] - z[0] if len(z) > 1 else preset.size_divisor
+    return f"{xy_text} and z {z[0]}..{z[-1]} in steps of {step}"
+
+
+def grid_text(size: tuple[int, int, int], spacing: tuple[float, float, float]) -> str:
+    """'384 x 384 x 256 at 1 x 1 x 2 mm' (one spacing when isotropic: 'at 1.5 mm')."""
+    values = [f"{round(float(v), 3):g}" for v in spacing]
+    at = values[0] if len(set(values)) == 1 else " x ".join(values)
+    return f"{' x '.join(str(int(v)) for v in size)} at {at} mm"
 
 
 def check_size_and_spacing(
-    preset: Preset, size: tuple[int, int, int], spacing: tuple[float, float, float]
+    preset: Preset, size: tuple[int, int, int], spacing: tuple[float, float, float], *, label_map: bool = False
 ) -> SettingsCheck:
-    """The engine's own checks: refused sizes/spacings become errors, out-of-training ranges warnings."""
+    """The engine's own checks: refused sizes/spacings become errors, out-of-training ranges warnings.
+
+    With `label_map`, the grid is that of a label map input: a size the model does not take is not an
+    error, because the engine fits such a grid to the nearest one it takes covering the same field of
+    view (`geometry.nearest_accepted_grid`, the rule the engine itself applies); the check then says
+    so and carries the fitted grid. A spacing out of range is refused either way.
+    """
     check = SettingsCheck()
     try:
-        size = engine_geometry.check_size(preset, [int(v) for v in size])
         spacing = engine_geometry.check_spacing([float(v) for v in spacing])
     except MaisiError as exc:
         check.errors.append(exc.one_line())
         return check
+    try:
+        size = engine_geometry.check_size(preset, [int(v) for v in size])
+    except MaisiError as exc:
+        if not (label_map and len(size) == 3 and all(int(v) > 0 for v in size)):
+            check.errors.append(exc.one_line())
+            return check
+        size, spacing = engine_geometry.nearest_accepted_grid(preset, [int(v) for v in size], spacing)
+        check.fitted_grid = (size, spacing)
+        check.notes.append(f"the model takes {accepted_grid_text(preset)}; "
+                           f"the label map will be fitted to {grid_text(size, spacing)}")
     check.warnings.extend(engine_geometry.range_warnings(preset, size, spacing))
     return check
 

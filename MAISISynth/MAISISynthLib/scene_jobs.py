@@ -18,9 +18,10 @@ from . import mrml, panel, params
 
 def generate_job_for(settings: Any, workdir: Path) -> dict[str, Any]:
     """The worker's generate job; a segmentation or label map input is written into `workdir` first."""
-    check = panel.check_settings(settings.model, settings.size, settings.spacing)
+    check = panel.check_settings(settings.model, settings.size, settings.spacing, settings.inputKind)
     if not check.ok:
         raise MaisiError(check.errors[0], "change the size or spacing")
+    size, spacing = check.fitted_grid or (settings.size, settings.spacing)  # the grid the panel announced
     mask = None
     if settings.inputKind == panel.INPUT_SEGMENTATION:
         if not settings.inputSegmentation:
@@ -33,7 +34,7 @@ def generate_job_for(settings: Any, workdir: Path) -> dict[str, Any]:
     return params.generate_job(
         settings.model, Path(workdir) / "result", mask=mask,
         template_region=settings.templateRegion if mask is None else None,
-        size=settings.size, spacing=settings.spacing, region=settings.region, seed=settings.seed,
+        size=size, spacing=spacing, region=settings.region, seed=settings.seed,
         steps=settings.steps or None, device=settings.device, **_modality(settings),
     )
 
