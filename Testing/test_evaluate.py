@@ -244,3 +244,75 @@ def test_fid_bad_input(tmp_path, feature_file, capsys, monkeypatch):
                 "--center-crop")
     _fails_with(capsys, ["evaluate", "fid", "--real", str(real), "--synthetic", str(real), "--features",
                          str(feature_file), *SMALL, "--planes", "axial,oblique"], "unknown plane oblique")
+
+
+# ---- maisi evaluate vae / quality ---------------------------------------------------------------------
+
+def test_perceptual_distance_zero_for_identical_volumes(feature_file):
+    from MAISIEngine.evaluate.vae import perceptual_distance
+
+    network = load_radimagenet(feature_file)
+    a = torch.rand(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert perceptual_distance(network, a, a.clone()) == pytest.approx(0.0, abs=1e-9)
+    assert perceptual_distance(network, a, torch.flip(a, dims=(2,))) > 1e-4
+
+
+def card_vae_figures() -> tuple[float, float]:
+    """PSNR and SSIM of the demo model card's CPU section (what `bench/demo_quality.py` measured)."""
+    import re
+
+    card = (Path(__file__).resolve().parents[1] / "MAISIEngine/assets/demo/MODEL_CARD.md").read_text()
+    section = card.split("<!-- cpu-figures:begin -->")[1].split("<!-- cpu-figures:end -->")[0]
+    found = re.search(r"PSNR ([0-9.]+) dB, SSIM ([0-9.]+)", section)
+    assert found, "the model card's CPU section gives the VAE's PSNR and SSIM"
+    return float(found.group(1)), float(found.group(2))
+
+
+@pytest.mark.slow
+def test_vae_cli_reproduces_the_model_card_on_the_held_out_phantoms(tmp_path, capsys):
+    """The card's figures come from `bench/demo_quality.py` (unsplit network); ours through the TSP path."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from demo_quality import held_out_phantom
+
+    for index in range(3):
+        held = held_out_phantom(index)
+        write_volume(tmp_path / "images" / f"held_out_{held.seed}.nii.gz", held.ct, held.affine, dtype=np.int16)
+    assert maisi(["evaluate", "vae", "--images", str(tmp_path / "images"), "--model", "demo",
+                  "--json", str(tmp_path / "vae.json")]) == 0
+    report = json.loads((tmp_path / "vae.json").read_text())
+    psnr, ssim = card_vae_figures()
+    assert len(report["images"]) == 3
+    assert abs(report["overall"]["psnr_db"] - psnr) <= 0.05
+    assert abs(report["overall"]["ssim"] - ssim) <= 0.002
+    assert "mean of 3" in capsys.readouterr().out
+
+
+def test_quality_cli_pass_rates_per_organ_group(tmp_path, capsys):
+    from MAISIEngine.phantom import make_phantom
+
+    entries = []
+    for seed in (3, 4):
+        phantom = make_phantom(size=(64, 64, 64), spacing=(6.0, 6.0, 6.0), region="abdomen", seed=seed)
+        ct = np.asarray(phantom.ct, np.float32)
+        if seed == 4:
+            ct[np.asarray(phantom.labels) == 1] = 400.0  # liver far too bright
+        write_volume(tmp_path / f"ct_{seed}.nii.gz", ct, phantom.affine, dtype=np.float32)
+        write_volume(tmp_path / f"ct_{seed}_label.nii.gz", phantom.labels, phantom.affine, dtype=np.uint8)
+        entries.append({"image": f"ct_{seed}.nii.gz", "label": f"ct_{seed}_label.nii.gz"})
+    (tmp_path / "list.json").write_text(json.dumps({"training": entries}))
+    for source in (tmp_path / "list.json", tmp_path):  # a datalist, and a folder paired by name
+        assert maisi(["evaluate", "quality", str(source), "--json", str(tmp_path / "q.json")]) == 0
+        report = json.loads((tmp_path / "q.json").read_text())
+        assert report["images"] == 2 and report["passed"] == 1
+        liver = report["organ_groups"]["liver"]
+        assert (liver["checked"], liver["passed"], liver["pass_rate"]) == (2, 1, 0.5)
+        assert liver["median_hu_max"] == 400.0
+        assert report["organ_groups"]["spleen"]["pass_rate"] == 1.0
+        out = capsys.readouterr().out
+        assert "1/2 images pass" in out and "FAIL ct_4.nii.gz: liver" in out
+    (tmp_path / "alone").mkdir()
+    write_volume(tmp_path / "alone" / "ct.nii.gz", np.zeros((8, 8, 8), np.float32), np.eye(4))
+    assert maisi(["evaluate", "quality", str(tmp_path / "alone")]) == 2
+    assert "has no label map" in capsys.readouterr().err

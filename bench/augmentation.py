@@ -11,7 +11,8 @@ CTs to a small real training set improve liver-tumor segmentation on held-out re
    standard deviation over seeds; the synthetic set's HU quality check (`maisi evaluate quality`) beside it.
 
     nice -n 10 python bench/augmentation.py                         # default size, 2-core CPU (<= 30 min)
-    python bench/augmentation.py --device cuda --real 32 --test 16 --size 128 128 128 --spacing 3 3 3 --steps 2000
+    python bench/augmentation.py --device cuda --real 32 --test 16 --size 128 128 128 --spacing 3 3 3 --steps 2000 \
+        --patch 64 --batch-size 4
     python bench/augmentation.py --real 2 --test 1 --steps 5 --size 64 64 64 --spacing 6 6 6   # smoke run
 
 Prints a Markdown table (what docs/evaluation.md shows) and writes everything to OUT/augmentation.json.
@@ -48,14 +49,14 @@ HU_WINDOW = (-200.0, 300.0)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--real", type=int, default=8, help="real training phantoms (default 8)")
+    parser.add_argument("--real", type=int, default=4, help="real training phantoms (default 4)")
     parser.add_argument("--synthetic", type=int, help="synthetic CTs (default: as many as real, ratio 1:1)")
-    parser.add_argument("--test", type=int, default=6, help="held-out real phantoms (default 6)")
+    parser.add_argument("--test", type=int, default=4, help="held-out real phantoms (default 4)")
     parser.add_argument("--size", type=int, nargs=3, default=(96, 96, 96))
     parser.add_argument("--spacing", type=float, nargs=3, default=(4.0, 4.0, 4.0))
     parser.add_argument("--steps", type=int, default=160, help="training steps per run (default 160)")
     parser.add_argument("--patch", type=int, default=32, help="training crop edge in voxels (default 32)")
-    parser.add_argument("--batch-size", type=int, default=2, help="volumes per step; 2 crops each (default 2)")
+    parser.add_argument("--batch-size", type=int, default=1, help="volumes per step; 2 crops each (default 1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=(0, 1, 2))
     parser.add_argument("--model", default="demo", help="generator model for `maisi batch` (default demo)")
     parser.add_argument("--gen-steps", type=int, help="denoising steps (default: the model's)")
@@ -101,10 +102,11 @@ def generate_synthetic(out: Path, masks: Path, real_datalist: Path, args: argpar
     batch_dir = out / "batch"
     started = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "MAISISynth"), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-m", "MAISIEngine.cli", "batch", str(spec_path), "-o", str(batch_dir)],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(out / "batch.log", "w") as log:
+        done = subprocess.run([sys.executable, "-m", "MAISIEngine.cli", "batch", str(spec_path), "-o", str(batch_dir)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"maisi batch failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+        raise SystemExit(f"maisi batch failed ({done.returncode}); see {out / 'batch.log'}")
     return batch_dir / "datalist.json", time.perf_counter() - started
 
 
@@ -136,8 +138,7 @@ def load_cases(entries: list[dict[str, str]]) -> list[dict[str, torch.Tensor]]:
 def build_network() -> torch.nn.Module:
     from monai.networks.nets import UNet
 
-    return UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(8, 16, 32, 64), strides=(2, 2, 2),
-                num_res_units=1)
+    return UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
 
 
 def train(cases: list[dict[str, torch.Tensor]], seed: int, args: argparse.Namespace) -> torch.nn.Module:
@@ -150,7 +151,7 @@ def train(cases: list[dict[str, torch.Tensor]], seed: int, args: argparse.Namesp
     device = torch.device(args.device)
     network = build_network().to(device)
     optimiser = torch.optim.AdamW(network.parameters(), lr=2e-3, weight_decay=1e-5)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=args.steps, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, args.steps))
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     patch = (args.patch,) * 3
     augment = Compose([RandCropByPosNegLabeld(keys=["image", "label"], label_key="label", spatial_size=patch, pos=2,
@@ -186,6 +187,14 @@ def tumor_dice(network: torch.nn.Module, cases: list[dict[str, torch.Tensor]], a
         total = int(predicted.sum() + truth.sum())
         scores.append(2.0 * both / total if total else 1.0)
     return scores
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (`maisi batch`): the figure contention does not inflate."""
+    import resource
+
+    return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for field in ("ru_utime", "ru_stime"))
 
 
 # ---- report ------------------------------------------------------------------------------------------
@@ -240,23 +249,26 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{k} {v['passed']}/{v['checked']}" for k, v in quality["organ_groups"].items()), flush=True)
 
         test_cases = load_cases(test_entries)
-        runs: dict[str, Any] = {}
-        for name, with_synthetic in (("real", False), ("real + synthetic", True)):
-            entries = read_training(datalist, with_synthetic)
-            cases = load_cases(entries)
-            per_seed, per_case, seconds = [], [], []
-            for seed in args.seeds:
+        conditions = {"real": False, "real + synthetic": True}
+        training = {name: read_training(datalist, flag) for name, flag in conditions.items()}
+        loaded = {name: load_cases(entries) for name, entries in training.items()}
+        runs: dict[str, Any] = {name: {"cases": len(training[name]), "dice_per_seed": [], "dice_per_case": [],
+                                       "train_eval_s": []} for name in conditions}
+        for seed in args.seeds:  # both conditions per seed, so a cut-short run still gives paired figures
+            for name in conditions:
                 t = time.perf_counter()
-                network = train(cases, seed, args)
+                network = train(loaded[name], seed, args)
                 scores = tumor_dice(network, test_cases, args)
-                seconds.append(time.perf_counter() - t)
-                per_seed.append(float(np.mean(scores)))
-                per_case.append(scores)
-                print(f"{name}, seed {seed}: Dice {per_seed[-1]:.3f} (cases {', '.join(f'{s:.2f}' for s in scores)}), "
-                      f"{seconds[-1]:.0f} s", flush=True)
-            runs[name] = {"cases": len(entries), "dice_per_seed": per_seed, "dice_per_case": per_case,
-                          "summary": summary(per_seed), "train_eval_s": seconds}
+                run = runs[name]
+                run["train_eval_s"].append(round(time.perf_counter() - t, 1))
+                run["dice_per_seed"].append(float(np.mean(scores)))
+                run["dice_per_case"].append(scores)
+                print(f"{name}, seed {seed}: Dice {run['dice_per_seed'][-1]:.3f} "
+                      f"(cases {', '.join(f'{s:.2f}' for s in scores)}), {run['train_eval_s'][-1]:.0f} s", flush=True)
+        for run in runs.values():
+            run["summary"] = summary(run["dice_per_seed"])
         timings["total_s"] = time.perf_counter() - started
+        timings["cpu_s"] = cpu_seconds()
         result = {"args": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
                            for k, v in vars(args).items()},
                   "runs": runs, "quality_synthetic": {k: quality[k] for k in ("images", "passed", "organ_groups")},
@@ -266,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         (out / "augmentation.json").write_text(json.dumps(result, indent=2))
         print()
         print(markdown(result))
-        print(f"\ntotal {timings['total_s'] / 60:.1f} min ({', '.join(f'{k} {v:.0f}' for k, v in timings.items())})")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"\nload average at the end {load:.1f}; CPU time {timings['cpu_s'] / 60:.1f} min")
+        print(f"total {timings['total_s'] / 60:.1f} min ({', '.join(f'{k} {v:.0f}' for k, v in timings.items())})")
     return 0
 
 
