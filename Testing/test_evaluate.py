@@ -137,6 +137,20 @@ def test_network_input_scales_the_whole_stack_and_removes_channel_means():
     assert torch.allclose(out[0, 0, 0], torch.tensor([0.0, 0.25]) - 0.406)
 
 
+def test_plane_features_normalise_the_whole_stack_whatever_the_batch(feature_file):
+    from MAISIEngine.evaluate.slicing import plane_features
+
+    network = load_radimagenet(feature_file)
+    volume = torch.tensor(body_ct(7, shape=(24, 24, 24)))[None].clamp(-1000, 1000)
+    whole = plane_features(volume, network, "coronal", None, batch=64)
+    pieces = plane_features(volume, network, "coronal", None, batch=5)
+    assert whole.shape == (24, 2048)
+    torch.testing.assert_close(pieces, whole, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # one slice alone, scaled by its own range, gives other features
+        alone = network.features(network_input(plane_slices(volume, "coronal")[:1]))
+    assert not torch.allclose(alone[0], whole[0], atol=1e-4)
+
+
 def test_preprocessing_orients_to_ras_pads_with_air_crops_and_clips(tmp_path):
     array = np.arange(6 * 8 * 10, dtype=np.float32).reshape(6, 8, 10) * 10 - 1500  # -1500 .. 3290
     write_volume(tmp_path / "lps.nii.gz", array, np.diag([-2.0, -2.0, 2.0, 1.0]), dtype=np.float32)

@@ -35,9 +35,11 @@ def plane_slices(volume: torch.Tensor, plane: str, ratio: float | None = None) -
     return volume.movedim(axis, 0)[kept.start: kept.stop]
 
 
-def network_input(slices: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W): the stack min-max scaled as a whole to [0, 1], three channels, channel means removed."""
-    low, high = slices.min(), slices.max()
+def network_input(slices: torch.Tensor, low: float | None = None, high: float | None = None) -> torch.Tensor:
+    """(N, 3, H, W): min-max scaled to [0, 1] by the whole stack's range (`low`, `high`; default: these
+    slices' own), three channels, channel means removed."""
+    low = float(slices.min()) if low is None else low
+    high = float(slices.max()) if high is None else high
     unit = (slices - low) / (high - low + 1e-10)
     means = torch.tensor(CHANNEL_MEANS, dtype=unit.dtype, device=unit.device).view(1, 3, 1, 1)
     return unit.unsqueeze(1).expand(-1, 3, -1, -1) - means
@@ -47,6 +49,8 @@ def network_input(slices: torch.Tensor) -> torch.Tensor:
 def plane_features(volume: torch.Tensor, network: torch.nn.Module, plane: str, ratio: float | None = None,
                    batch: int = 32, device: torch.device | str = "cpu") -> torch.Tensor:
     """(N, 2048) averaged feature vectors of one plane's slices, computed `batch` slices at a time."""
-    inputs = network_input(plane_slices(volume, plane, ratio).float())
-    parts = [network.features(inputs[i: i + batch].to(device)).float().cpu() for i in range(0, inputs.shape[0], batch)]
+    slices = plane_slices(volume, plane, ratio).float()
+    low, high = float(slices.min()), float(slices.max())  # the stack's range, batches normalised alike
+    parts = [network.features(network_input(slices[i: i + batch], low, high).to(device)).float().cpu()
+             for i in range(0, slices.shape[0], batch)]
     return torch.cat(parts)

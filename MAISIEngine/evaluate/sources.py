@@ -45,7 +45,7 @@ def _is_label_name(path: Path) -> bool:
     return any(word in _stem(path).lower() for word in LABEL_WORDS)
 
 
-def _from_datalist(path: Path, source: str) -> list[Case]:
+def _from_datalist(path: Path) -> list[Case]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -88,9 +88,9 @@ def read_set(source: str | Path, what: str = "set") -> list[Case]:
         raise MaisiError(f"{what} {path} does not exist", "give a folder of NIfTI files or a MONAI datalist JSON")
     if path.is_dir():
         datalist = path / "datalist.json"
-        cases = _from_datalist(datalist, what) if datalist.is_file() else _from_folder(path)
+        cases = _from_datalist(datalist) if datalist.is_file() else _from_folder(path)
     elif path.suffix == ".json":
-        cases = _from_datalist(path, what)
+        cases = _from_datalist(path)
     elif path.name.endswith(NIFTI_SUFFIXES):
         cases = [Case(path)]
     else:
