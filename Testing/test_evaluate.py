@@ -330,3 +330,19 @@ def test_quality_cli_pass_rates_per_organ_group(tmp_path, capsys):
     write_volume(tmp_path / "alone" / "ct.nii.gz", np.zeros((8, 8, 8), np.float32), np.eye(4))
     assert maisi(["evaluate", "quality", str(tmp_path / "alone")]) == 2
     assert "has no label map" in capsys.readouterr().err
+
+
+def test_a_batch_folder_counts_its_own_samples_only(tmp_path):
+    """`maisi batch` writes datalist.json mixing the user's real cases (synthetic: false) with its samples."""
+    from MAISIEngine.evaluate.sources import read_set
+
+    for name in ("samples/sample_00000/image.nii.gz", "samples/sample_00000/labels.nii.gz", "real/ct.nii.gz"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        write_volume(tmp_path / name, np.zeros((4, 4, 4), np.float32), np.eye(4))
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [
+        {"image": str(tmp_path / "real/ct.nii.gz"), "label": str(tmp_path / "real/ct.nii.gz"), "synthetic": False},
+        {"image": "samples/sample_00000/image.nii.gz", "label": "samples/sample_00000/labels.nii.gz", "synthetic": True}]}))
+    cases = read_set(tmp_path)
+    assert [(c.image, c.label) for c in cases] == [(tmp_path / "samples/sample_00000/image.nii.gz",
+                                                    tmp_path / "samples/sample_00000/labels.nii.gz")]
+    assert len(read_set(tmp_path / "datalist.json")) == 2  # a datalist named as such is read whole

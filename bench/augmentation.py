@@ -243,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         from MAISIEngine.evaluate.batch_quality import evaluate_quality
         from MAISIEngine.evaluate.sources import read_set
 
-        quality = evaluate_quality([c for c in read_set(datalist.parent, "batch") if "samples" in c.image.parts],
-                                   log=lambda _: None)
+        quality = evaluate_quality(read_set(datalist.parent, "batch"), log=lambda _: None)
         print(f"synthetic set quality check: {quality['passed']}/{quality['images']} pass; per organ group "
               + ", ".join(f"{k} {v['passed']}/{v['checked']}" for k, v in quality["organ_groups"].items()), flush=True)
 

@@ -2,9 +2,10 @@
 
 A datalist (JSON with "training" / "validation" / "testing" lists of {"image", "label"} entries, paths
 relative to the file) is read the way MONAI's `load_decathlon_datalist` reads it. A batch folder is
-recognised by its `datalist.json`. A plain folder gives every .nii / .nii.gz below it that is not a label
-map (a name holding "label", "mask" or "seg"); the label of `case.nii.gz` is a label-named file in the same
-folder with the same stem (`case_label.nii.gz`, `case_seg.nii.gz`), or the folder's only label file.
+recognised by its `datalist.json`; only its own samples count, not the real cases the datalist mixes in.
+A plain folder gives every .nii / .nii.gz below it that is not a label map (a name holding "label", "mask"
+or "seg"); the label of `case.nii.gz` is a label-named file in the same folder with the same stem
+(`case_label.nii.gz`, `case_seg.nii.gz`), or the folder's only label file.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def _is_label_name(path: Path) -> bool:
     return any(word in _stem(path).lower() for word in LABEL_WORDS)
 
 
-def _from_datalist(path: Path) -> list[Case]:
+def _from_datalist(path: Path, generated_only: bool = False) -> list[Case]:
+    """`generated_only`: skip entries marked "synthetic": false (the real cases a batch's datalist mixes in)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -60,6 +62,8 @@ def _from_datalist(path: Path) -> list[Case]:
         if isinstance(entry, str):
             entry = {"image": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+            continue
+        if generated_only and entry.get("synthetic") is False:
             continue
         image = Path(entry["image"]).expanduser()
         label = Path(entry["label"]).expanduser() if isinstance(entry.get("label"), str) else None
@@ -88,7 +92,7 @@ def read_set(source: str | Path, what: str = "set") -> list[Case]:
         raise MaisiError(f"{what} {path} does not exist", "give a folder of NIfTI files or a MONAI datalist JSON")
     if path.is_dir():
         datalist = path / "datalist.json"
-        cases = _from_datalist(datalist) if datalist.is_file() else _from_folder(path)
+        cases = _from_datalist(datalist, generated_only=True) if datalist.is_file() else _from_folder(path)
     elif path.suffix == ".json":
         cases = _from_datalist(path)
     elif path.name.endswith(NIFTI_SUFFIXES):
