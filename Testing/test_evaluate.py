@@ -197,8 +197,9 @@ def test_fid_cli_self_zero_and_different_set_positive(tmp_path, feature_file, ca
     real = write_set(tmp_path / "real", (1, 2, 3))
     other = write_set(tmp_path / "other", (4, 5, 6), lesion_hu=600.0)
     report_path = tmp_path / "self.json"
+    cache = ["--feature-cache", str(tmp_path / "cache")]
     assert maisi(["evaluate", "fid", "--real", str(real), "--synthetic", str(real), "--features", str(feature_file),
-                  *SMALL, "--json", str(report_path)]) == 0
+                  *SMALL, *cache, "--json", str(report_path)]) == 0
     table = capsys.readouterr().out
     report = json.loads(report_path.read_text())
     assert set(report["planes"]) == {"axial", "coronal", "sagittal"}
@@ -206,6 +207,7 @@ def test_fid_cli_self_zero_and_different_set_positive(tmp_path, feature_file, ca
     for row in report["planes"].values():
         assert abs(row["fid"]) < 1e-6
     assert "average" in table and "sagittal" in table
+    assert report["feature_cache"]["images_reused"] == 3  # the synthetic set is the real one
     report_path = tmp_path / "other.json"
     assert maisi(["evaluate", "fid", "--real", str(real), "--synthetic", str(other), "--features", str(feature_file),
                   *SMALL, "--planes", "axial,sagittal", "--json", str(report_path)]) == 0
@@ -213,6 +215,12 @@ def test_fid_cli_self_zero_and_different_set_positive(tmp_path, feature_file, ca
     assert set(report["planes"]) == {"axial", "sagittal"}
     assert all(row["fid"] > 1e-3 for row in report["planes"].values())
     assert report["fid_average"] == pytest.approx(np.mean([r["fid"] for r in report["planes"].values()]))
+    other_args = ["evaluate", "fid", "--real", str(real), "--synthetic", str(other), "--features", str(feature_file),
+                  *SMALL, "--planes", "axial,sagittal", *cache, "--json", str(tmp_path / "cached.json")]
+    assert maisi(other_args) == 0 and maisi(other_args) == 0
+    cached = json.loads((tmp_path / "cached.json").read_text())
+    assert cached["feature_cache"]["images_reused"] == 6  # second run: both sets from the cache
+    assert cached["fid_average"] == pytest.approx(report["fid_average"], rel=1e-9)
 
 
 # ---- bad input ----------------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     fid.add_argument("--no-pad", action="store_true", help="do not pad smaller images with air up to the crop")
     fid.add_argument("--center-slices", default="0.4", help="central fraction of each plane's slices, or all (default 0.4)")
     fid.add_argument("--max-images", type=int, help="use at most this many images of each set (sorted by path)")
+    fid.add_argument("--feature-cache", type=Path, metavar="DIR",
+                     help="keep each image's features here and reuse them (a real set featurised once)")
     fid.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     fid.add_argument("--json", type=Path, help="write the full report here")
 
@@ -116,7 +118,7 @@ def _run_fid(args: argparse.Namespace) -> int:
         real, synthetic = sorted(real, key=lambda c: str(c.image))[: args.max_images], \
             sorted(synthetic, key=lambda c: str(c.image))[: args.max_images]
     path, network = _feature_network(args.features, args.download_features, args.device)
-    report = evaluate_fid(real, synthetic, network, settings, planes, args.device, str(path), _log)
+    report = evaluate_fid(real, synthetic, network, settings, planes, args.device, str(path), _log, args.feature_cache)
     _write_json(args.json, report)
     print(fid_table(report))
     return 0

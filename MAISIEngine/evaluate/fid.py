@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from MAISIEngine.errors import MaisiError
+from MAISIEngine.evaluate.feature_cache import FeatureCache
 from MAISIEngine.evaluate.frechet import frechet_distance
 from MAISIEngine.evaluate.preprocess import Preprocessing, load_ras, prepare
 from MAISIEngine.evaluate.slicing import PLANES, REFERENCE_NAMES, plane_features
@@ -46,16 +47,22 @@ def check_modalities(real: list[Case], synthetic: list[Case]) -> str:
 
 
 def set_features(cases: list[Case], network: torch.nn.Module, settings: Preprocessing, planes: tuple[str, ...],
-                 device: torch.device | str, log: Log = print, what: str = "set") -> dict[str, torch.Tensor]:
-    """Feature vectors of all kept slices of all volumes, per plane."""
+                 device: torch.device | str, log: Log = print, what: str = "set",
+                 cache: FeatureCache | None = None) -> dict[str, torch.Tensor]:
+    """Feature vectors of all kept slices of all volumes, per plane (from `cache` when it has them)."""
     gathered: dict[str, list[torch.Tensor]] = {p: [] for p in planes}
     for number, case in enumerate(cases, start=1):
         started = time.perf_counter()
-        volume = prepare(case.image, settings)
+        found = cache.get(case.image) if cache else None
+        if found is None:
+            volume = prepare(case.image, settings)
+            found = {plane: plane_features(volume, network, plane, settings.center_ratio, device=device)
+                     for plane in planes}
+            if cache:
+                cache.put(case.image, found)
         for plane in planes:
-            gathered[plane].append(plane_features(volume, network, plane, settings.center_ratio, device=device))
-        log(f"{what} {number}/{len(cases)}: {case.image.name} {tuple(volume.shape[1:])}, "
-            f"{time.perf_counter() - started:.1f} s")
+            gathered[plane].append(found[plane])
+        log(f"{what} {number}/{len(cases)}: {case.image.name}, {time.perf_counter() - started:.1f} s")
     return {plane: torch.cat(parts) for plane, parts in gathered.items()}
 
 
@@ -68,15 +75,16 @@ def fid_2p5d(real: dict[str, torch.Tensor], synthetic: dict[str, torch.Tensor]) 
 
 def evaluate_fid(real: list[Case], synthetic: list[Case], network: torch.nn.Module, settings: Preprocessing,
                  planes: tuple[str, ...] = PLANES, device: torch.device | str = "cpu", features: str = "",
-                 log: Log = print) -> dict[str, Any]:
+                 log: Log = print, cache_dir: Path | None = None) -> dict[str, Any]:
     """The whole measure: modality check, features of both sets, the distances, and a JSON-ready report."""
     unknown = [p for p in planes if p not in PLANES]
     if unknown or not planes:
         raise MaisiError(f"unknown plane {unknown[0] if unknown else '(none)'}", f"choose among {', '.join(PLANES)}")
     modality = check_modalities(real, synthetic)
     started = time.perf_counter()
-    real_features = set_features(real, network, settings, planes, device, log, "real")
-    synthetic_features = set_features(synthetic, network, settings, planes, device, log, "synthetic")
+    cache = FeatureCache(cache_dir, settings.to_dict(), planes, Path(features)) if cache_dir and features else None
+    real_features = set_features(real, network, settings, planes, device, log, "real", cache)
+    synthetic_features = set_features(synthetic, network, settings, planes, device, log, "synthetic", cache)
     scores = fid_2p5d(real_features, synthetic_features)
     return {
         "measure": "2.5D FID (Frechet distance of RadImageNet ResNet-50 slice features)",
@@ -88,6 +96,7 @@ def evaluate_fid(real: list[Case], synthetic: list[Case], network: torch.nn.Modu
         "real": {"images": len(real), "files": [str(c.image) for c in real]},
         "synthetic": {"images": len(synthetic), "files": [str(c.image) for c in synthetic]},
         "seconds": round(time.perf_counter() - started, 1),
+        "feature_cache": {"folder": str(cache_dir), "images_reused": cache.hits} if cache else None,
     }
 
 
