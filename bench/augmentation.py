@@ -10,9 +10,8 @@ CTs to a small real training set improve liver-tumor segmentation on held-out re
 4. Liver-tumor Dice (label 26) on the held-out real phantoms: mean over cases per seed, then mean and
    standard deviation over seeds; the synthetic set's HU quality check (`maisi evaluate quality`) beside it.
 
-    nice -n 10 python bench/augmentation.py                         # default size, 2-core CPU (<= 30 min)
-    python bench/augmentation.py --device cuda --real 32 --test 16 --size 128 128 128 --spacing 3 3 3 --steps 2000 \
-        --patch 64 --batch-size 4
+    nice -n 10 python bench/augmentation.py                         # default size, 2-core CPU
+    python bench/augmentation.py --device cuda --real 32 --test 16 --size 128 128 128 --spacing 3 3 3 --steps 2000 --patch 64 --batch-size 4
     python bench/augmentation.py --real 2 --test 1 --steps 5 --size 64 64 64 --spacing 6 6 6   # smoke run
 
 Prints a Markdown table (what docs/evaluation.md shows) and writes everything to OUT/augmentation.json.
