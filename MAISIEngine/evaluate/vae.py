@@ -84,8 +84,8 @@ def evaluate_vae(cases: list[Case], model: str, device: str = "cpu", perceptual:
     for number, case in enumerate(cases, start=1):
         started = time.perf_counter()
         volume = read_volume(case.image, "image")
-        if min(volume.shape) < 7:
-            raise MaisiError(f"{case.image.name} is {volume.shape}, too small for 3D SSIM (7 voxels a side)",
+        if min(volume.shape) < 11:
+            raise MaisiError(f"{case.image.name} is {volume.shape}, too small for 3D SSIM (its window is 11 voxels a side)",
                              "give whole CT volumes")
         unit = hu_to_unit(np.asarray(volume.array, dtype=np.float32))
         recon = reconstruct(autoencoder, unit, torch_device)
