@@ -354,3 +354,12 @@ def test_a_batch_folder_counts_its_own_samples_only(tmp_path):
     assert [(c.image, c.label) for c in cases] == [(tmp_path / "samples/sample_00000/image.nii.gz",
                                                     tmp_path / "samples/sample_00000/labels.nii.gz")]
     assert len(read_set(tmp_path / "datalist.json")) == 2  # a datalist named as such is read whole
+
+
+def test_vae_bad_input(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    _fails_with(capsys, ["evaluate", "vae", "--images", str(tmp_path / "empty")], "holds no images")
+    write_volume(tmp_path / "tiny" / "ct.nii.gz", np.zeros((8, 40, 40), np.float32), np.eye(4))
+    _fails_with(capsys, ["evaluate", "vae", "--images", str(tmp_path / "tiny"), "--model", "demo"],
+                "too small for 3D SSIM")
+    _fails_with(capsys, ["evaluate", "vae", "--images", str(tmp_path / "tiny"), "--model", "no-such-model"], "no-such-model")
