@@ -29,6 +29,7 @@ SUBCOMMAND_MODULES = (
     "MAISIEngine.masktools.cli",
     "MAISIEngine.batch.cli",
     "MAISIEngine.server.cli",
+    "MAISIEngine.evaluate.cli",
 )
 
 

@@ -199,8 +199,10 @@ def test_manifest_lists_the_official_files_and_covers_the_official_presets():
         "datasets/all_anatomy_size_conditions.json",
         "datasets/all_masks_flexible_size_and_spacing_4000.zip",
         "datasets/candidate_masks_flexible_size_and_spacing_4000.json",
+        "RadImageNet-ResNet50_notop.pth",
     }
-    assert all(e.repo == "nvidia/NV-Generate-CT" for e in MANIFEST)
+    assert {e.name: e.repo for e in MANIFEST if e.repo != "nvidia/NV-Generate-CT"} == {
+        "radimagenet-resnet50": "MONAI/checkpoints"}  # the FID feature network, not NVIDIA's
     assert len({e.name for e in MANIFEST}) == len(MANIFEST)
     for name in ("rflow-ct", "ddpm-ct"):
         preset = load_preset(name)

@@ -95,6 +95,14 @@ MANIFEST: tuple[WeightFile, ...] = (
         "mask_candidates", (), 3 * MB, True,
         "index of the mask database: region, size, spacing and labels of each mask",
     ),
+    WeightFile(
+        # Not NVIDIA's: the Keras RadImageNet ResNet-50 converted to PyTorch, which MONAI's perceptual loss
+        # and NVIDIA's 2.5D FID script fetch. No hash is published; Hugging Face's download header gives it.
+        # Size: 94.35 MB of float32 tensors in the state dict, plus the pickle's framing.
+        "radimagenet-resnet50", "MONAI/checkpoints", "RadImageNet-ResNet50_notop.pth", "fid_features",
+        (), 95 * MB, True,
+        "RadImageNet ResNet-50 features for `maisi evaluate fid` (2.5D FID) and perceptual distances",
+    ),
 )
 
 GROUPS: dict[str, tuple[str, ...]] = {
