@@ -23,6 +23,16 @@ if str(MODULE_DIR) not in sys.path:
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 """Tests run workers single-threaded: the suite shares a few cores and the volumes are tiny."""
 
+
+def run_worker_job(job: dict, workdir: Path, timeout_s: float = 300) -> dict:
+    """Run one job through the real worker, as the module does, and return its result event."""
+    from MAISISynthLib.jobs import JobRunner
+
+    running = JobRunner(env=WORKER_ENV).start(job, workdir)
+    assert running.wait(timeout=timeout_s) == 0, (running.error, running.stderr_tail[-2000:])
+    running.poll()
+    return running.result
+
 LOGIC_CLASSES = {
     "Volumes": "vtkSlicerVolumesLogic",
     "Segmentations": "vtkSlicerSegmentationsModuleLogic",

@@ -20,23 +20,15 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slicer_fixtures import WORKER_ENV, slicer_scene  # noqa: E402,F401  (fixtures)
+from slicer_fixtures import run_worker_job as run_job, slicer_scene  # noqa: E402,F401  (fixtures)
 
 slicer = pytest.importorskip("slicer")
 
 from MAISISynthLib import editing, mrml, params, scene_jobs  # noqa: E402
 from MAISISynthLib.panel import INPUT_SEGMENTATION  # noqa: E402
-from MAISISynthLib.jobs import JobRunner  # noqa: E402
 
 SIZE, SPACING = (64, 64, 64), (5.0, 5.0, 5.0)
 LIVER, TUMOR = 1, 26
-
-
-def run_job(job: dict, workdir: Path) -> dict:
-    running = JobRunner(env=WORKER_ENV).start(job, workdir)
-    assert running.wait(timeout=300) == 0, (running.error, running.stderr_tail[-2000:])
-    running.poll()
-    return running.result
 
 
 @pytest.fixture(scope="module")

@@ -16,23 +16,15 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slicer_fixtures import WORKER_ENV, slicer_scene  # noqa: E402,F401  (fixtures)
+from slicer_fixtures import run_worker_job as run_job, slicer_scene  # noqa: E402,F401  (fixtures)
 
 slicer = pytest.importorskip("slicer")
 
 from MAISIEngine.masktools.tumors import check_tumor_in_host  # noqa: E402
 from MAISISynthLib import editing, mrml, params  # noqa: E402
-from MAISISynthLib.jobs import JobRunner  # noqa: E402
 
 LIVER, TUMOR, BODY = 1, 26, 200
 RADIUS = 2
-
-
-def run_job(job: dict, workdir: Path) -> dict:
-    running = JobRunner(env=WORKER_ENV).start(job, workdir)
-    assert running.wait(timeout=300) == 0, (running.error, running.stderr_tail[-2000:])
-    running.poll()
-    return running.result
 
 
 @pytest.fixture(scope="module")
