@@ -354,7 +354,8 @@ def test_anatomy_size_without_a_generated_mask_is_refused(tiny_model_dir, tmp_pa
 
 def test_train_mask_stages_resume_and_give_a_folder_masks_generate_loads(tmp_path, capsys):
     raw = load_mask_preset("mask-demo").to_dict()
-    raw["autoencoder"].update(num_channels=[4, 4, 4, 4], norm_num_groups=4)
+    raw["autoencoder"].update(num_channels=[4, 4, 4, 4], num_res_blocks=[1] * 4, attention_levels=[False] * 4,
+                              norm_num_groups=4)
     raw["diffusion_unet"].update(channels=[8, 8, 8], num_head_channels=[0, 0, 8], norm_num_groups=4)
     raw.update(latent_shape=[4, 4, 4, 4], spacing=[12.0] * 3, num_inference_steps=2, default_size=[32, 32, 32],
                default_spacing=[12.0] * 3,
