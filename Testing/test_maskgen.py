@@ -354,7 +354,8 @@ def test_anatomy_size_without_a_generated_mask_is_refused(tiny_model_dir, tmp_pa
 
 def test_train_mask_stages_resume_and_give_a_folder_masks_generate_loads(tmp_path, capsys):
     raw = load_mask_preset("mask-demo").to_dict()
-    raw["autoencoder"].update(num_channels=[4, 4, 4, 4], norm_num_groups=4)
+    raw["autoencoder"].update(num_channels=[4, 4, 4, 4], num_res_blocks=[1] * 4, attention_levels=[False] * 4,
+                              norm_num_groups=4)
     raw["diffusion_unet"].update(channels=[8, 8, 8], num_head_channels=[0, 0, 8], norm_num_groups=4)
     raw.update(latent_shape=[4, 4, 4, 4], spacing=[12.0] * 3, num_inference_steps=2, default_size=[32, 32, 32],
                default_spacing=[12.0] * 3,
@@ -380,6 +381,13 @@ def test_train_mask_stages_resume_and_give_a_folder_masks_generate_loads(tmp_pat
     assert main(["masks", "generate", "--model", str(out), "--size", "32", "32", "32", "--spacing", "12", "12", "12",
                  "--attempts", "1", "-o", str(tmp_path / "map")]) == 0
     assert nib.load(tmp_path / "map" / "labels.nii.gz").shape == (32, 32, 32)
+    from MAISIEngine.maskgen.model import load_mask_networks
+    from MAISIEngine.maskgen.train import package_model_folder
+
+    shipped = package_model_folder(out, tmp_path / "package")  # fp16 safetensors, the scale factor in metadata
+    _, _, scale = load_mask_networks(load_mask_preset(out), shipped["mask_autoencoder"], shipped["mask_diffusion_unet"])
+    assert scale == pytest.approx(float(unet_file["scale_factor"]), rel=1e-6)
+    assert json.loads(shipped["size_database"].read_text()) == sizes
 
 
 def test_worker_generate_mask_job_streams_progress_and_result(tiny_mask_dir, tmp_path):

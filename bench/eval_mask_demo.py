@@ -52,12 +52,13 @@ def main() -> None:
     report: dict = {"model": args.model, "maps": []}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
-            labels, seconds, _ = run_cli(args.model, Path(tmp) / f"s{seed}", seed, [], args.steps)
+            labels, seconds, voxel_ml = run_cli(args.model, Path(tmp) / f"s{seed}", seed, [], args.steps)
             present = {name: bool(np.isin(labels, ids).any()) for name, ids in ORGANS.items()}
             components = {name: int(ndimage.label(np.isin(labels, ids), structure=CUBE)[1])
                           for name, ids in ORGANS.items() if name != "vertebrae"}
+            volumes = {name: round(float(np.isin(labels, ids).sum()) * voxel_ml, 1) for name, ids in ORGANS.items()}
             report["maps"].append({"seed": seed, "seconds": round(seconds, 1), "all_present": all(present.values()),
-                                   "present": present, "components": components})
+                                   "present": present, "components": components, "volumes_ml": volumes})
         liver: dict[str, list[float]] = {}
         for request in ("0.1", "0.9"):
             volumes = []
@@ -72,6 +73,7 @@ def main() -> None:
     report["seconds_median"] = float(np.median([m["seconds"] for m in maps]))
     report["components_median"] = {name: float(np.median([m["components"][name] for m in maps]))
                                    for name in maps[0]["components"]}
+    report["volumes_ml_median"] = {name: float(np.median([m["volumes_ml"][name] for m in maps])) for name in ORGANS}
     report["liver_ml"] = {f"liver={k}": {"volumes": v, "mean": round(float(np.mean(v)), 1)} for k, v in liver.items()}
     print(json.dumps(report, indent=2))
 

@@ -190,3 +190,15 @@ def export_package(out_dir: str | Path, vae: torch.nn.Module, unet: torch.nn.Mod
     rows = [{"organ_size": [round(float(v), 4) for v in row]} for row in conditions]
     paths["size_database"].write_text(json.dumps(rows) + "\n")
     return paths
+
+
+def package_model_folder(folder: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """A trained model folder (`maisi train mask-vae|mask-diffusion --out FOLDER`) as the demo ships it."""
+    from MAISIEngine.maskgen.model import load_mask_networks, load_mask_preset, weight_path
+
+    preset = load_mask_preset(folder)
+    vae, unet, scale = load_mask_networks(preset, weight_path(preset, "mask_autoencoder"),
+                                          weight_path(preset, "mask_diffusion_unet"))
+    rows = json.loads(weight_path(preset, "size_database").read_text())
+    conditions = np.array([row["organ_size"] for row in rows], dtype=np.float64)
+    return export_package(out_dir, vae, unet, scale, conditions)
