@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.presets import Preset
 
+SPACING_RANGE_MM = (0.05, 50.0)
+"""Voxel spacing accepted anywhere (--spacing, a mask's or CT's own header, job files), in mm."""
+
 
 def check_size(preset: Preset, size: Sequence[int]) -> tuple[int, int, int]:
     """Refuse sizes that are not multiples of the preset's divisor or outside its limits."""
@@ -36,8 +39,9 @@ def check_size(preset: Preset, size: Sequence[int]) -> tuple[int, int, int]:
 
 
 def check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
-    if len(spacing) != 3 or any(not (0.05 <= float(s) <= 50.0) for s in spacing):
-        raise MaisiError(f"spacing {list(spacing)} is not three values in mm between 0.05 and 50",
+    low, high = SPACING_RANGE_MM
+    if len(spacing) != 3 or any(not (low <= float(s) <= high) for s in spacing):
+        raise MaisiError(f"spacing {list(spacing)} is not three values in mm between {low:g} and {high:g}",
                          "give --spacing sx sy sz in mm, e.g. 1.5 1.5 2.0")
     return tuple(float(s) for s in spacing)  # type: ignore[return-value]
 
@@ -90,7 +94,8 @@ def check_mask_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
         return check_spacing(spacing)
     except MaisiError:
         raise MaisiError(
-            f"the mask's voxel spacing {[round(float(s), 6) for s in spacing]} mm is outside 0.05..50 mm",
+            f"the mask's voxel spacing {[round(float(s), 6) for s in spacing]} mm is outside "
+            f"{SPACING_RANGE_MM[0]:g}..{SPACING_RANGE_MM[1]:g} mm",
             "check the mask header's pixdim/affine (millimetres expected), or resample the mask",
         ) from None
 

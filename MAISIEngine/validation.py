@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from MAISIEngine.errors import MaisiError
+from MAISIEngine.geometry import SPACING_RANGE_MM
 
 SEED_MAX = 2**63 - 1
 """Seeds are 0..2^63-1: torch's generator takes 64 bits, and retries add to the seed."""
 MAX_VOXELS_PER_AXIS = 4096
-SPACING_RANGE_MM = (0.05, 100.0)
 MAX_STEPS = 10_000
 MAX_RETRIES = 100
 MAX_GUIDANCE = 100.0

@@ -234,7 +234,8 @@ def test_mask_spacing_out_of_range_is_refused_in_one_line(live_model_dir, tmp_pa
                         dtype=np.uint8)
     code, err = run_cli(["generate", "--model", live_model_dir, "--mask", mask, "-o", tmp_path / "o"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "the mask's voxel spacing" in err and "outside 0.05..50 mm" in err
+    # Refused where the header is read, before any voxel (the same range as --spacing).
+    assert "voxel spacing" in err and "0.05-50.0 mm" in err
 
 
 def test_fp16_autocast_is_the_cuda_default() -> None:

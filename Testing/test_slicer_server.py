@@ -70,7 +70,10 @@ def test_generation_on_the_server_loads_into_nodes(slicer_scene, tiny_model_dir,
     volume = nodes.volume
     assert volume.GetName() == "Synthetic CT seed 9"
     assert volume.GetImageData().GetDimensions() == (32, 32, 32)
-    np.testing.assert_allclose(mrml.node_affine(volume), AFFINE, atol=1e-5)
+    # Generation writes RAS voxel order: the LPS-stored input's grid with i and j reversed, same world positions.
+    ras_affine = AFFINE @ np.array([[-1, 0, 0, 31], [0, -1, 0, 31], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)
+    np.testing.assert_allclose(mrml.node_affine(volume), ras_affine, atol=1e-5)
+    np.testing.assert_allclose(np.diag(ras_affine)[:3], (4.0, 4.0, 4.0))
     np.testing.assert_array_equal(mrml.array_ijk(volume), np.asarray(nib.load(result["image"]).dataobj))
     for node in (volume, nodes.segmentation):
         assert node.GetAttribute("MAISI.seed") == "9"
@@ -79,7 +82,7 @@ def test_generation_on_the_server_loads_into_nodes(slicer_scene, tiny_model_dir,
         assert node.GetAttribute("MAISI.synthetic") == "true"
         assert node.GetAttribute("MAISI.outputDir") == str(workdir / "output")
     values = mrml.array_ijk(mrml.segmentation_to_labelmap(nodes.segmentation, volume))
-    np.testing.assert_array_equal(values, labels)  # the drawn labels came back on the same grid
+    np.testing.assert_array_equal(values, labels[::-1, ::-1, :])  # the drawn labels, at the same world positions
     sh = mrml.subject_hierarchy()
     assert sh.GetItemName(nodes.study_item) == "Synthetic study seed 9, model tiny-test"
 

@@ -570,3 +570,22 @@ def test_cli_runs_as_a_module_in_a_fresh_process(hub, tmp_path):
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+def test_plausible_size_allows_a_checkpoint_of_the_network_alone_and_refuses_far_sizes(tmp_path) -> None:
+    """The rflow-ct U-Net's reported 2.2 GB holds more than its 722 MB of float32 parameters: a file of
+    the parameters alone passes, a file far below them or far above the report does not."""
+    from MAISIEngine.errors import MaisiError
+    from MAISIEngine.weights.local import check_plausible_size
+    from MAISIEngine.weights.manifest import entry_by_name
+
+    unet = entry_by_name("diff_unet_3d_rflow-ct.pt")
+    check_plausible_size(unet, 722_152_583, tmp_path / unet.filename)
+    check_plausible_size(unet, 2_200_000_000, tmp_path / unet.filename)
+    for size in (1_800, 600_000_000, 4_500_000_000):
+        with pytest.raises(MaisiError, match="the official diff_unet_3d_rflow-ct.pt is about"):
+            check_plausible_size(unet, size, tmp_path / unet.filename)
+    autoencoder = entry_by_name("autoencoder_v1.pt")
+    check_plausible_size(autoencoder, 43_000_000, tmp_path / autoencoder.filename)
+    with pytest.raises(MaisiError):
+        check_plausible_size(autoencoder, 41_000_000, tmp_path / autoencoder.filename)

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 
 from MAISIEngine.errors import MaisiError
+from MAISIEngine.geometry import SPACING_RANGE_MM
 from MAISIEngine.io.atomic import atomic_path
 
 SYNTHETIC_MARK = "SYNTHETIC"
@@ -43,7 +44,6 @@ MAX_INPUT_VOXELS = 2 * 512 * 512 * 768
 """Largest volume read: twice the largest output grid of any shipped preset (512 x 512 x 768)."""
 MAX_INPUT_BYTES = 4 * 512 * 512 * 768
 """Largest voxel payload read: the largest output grid as float32 (805 MB)."""
-SPACING_RANGE_MM = (0.05, 100.0)
 """Voxel sizes outside this range are header errors (a CT voxel is 0.2-10 mm)."""
 GZIP_CHUNK = 1 << 20
 TRAILING_BYTES_ALLOWED = 1 << 16

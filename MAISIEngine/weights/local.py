@@ -73,7 +73,8 @@ def check_plausible_size(entry: WeightFile, size: int, path: Path) -> None:
     """Refuse a file whose size is far from the published one (estimated sizes are not checked)."""
     if entry.size_is_estimate or entry.approx_size <= 0:
         return
-    if size * SIZE_TOLERANCE < entry.approx_size or size > entry.approx_size * SIZE_TOLERANCE:
+    smallest = min(entry.approx_size / SIZE_TOLERANCE, entry.min_size or entry.approx_size)
+    if size < smallest or size > entry.approx_size * SIZE_TOLERANCE:
         raise MaisiError(
             f"{path.name} holds {size} bytes; the official {entry.filename} is about {entry.approx_size} bytes",
             "this is not the official file (or it was damaged in copying); copy it again",

@@ -32,6 +32,7 @@ class WeightFile:
     approx_size: int  # bytes, approximate
     size_is_estimate: bool  # True: derived from parameter counts, not from the published file
     description: str
+    min_size: int = 0  # bytes a genuine file cannot be below (its parameters), where that is under half approx_size
 
     @property
     def filename(self) -> str:
@@ -54,6 +55,9 @@ MANIFEST: tuple[WeightFile, ...] = (
         "rflow-ct-unet", OFFICIAL_REPO, "models/diff_unet_3d_rflow-ct.pt", "diffusion_unet",
         ("rflow-ct",), 2200 * MB, False,
         "latent diffusion U-Net of MAISI v2 (rectified flow)",
+        # The reported 2.2 GB is three times the 180.5 M float32 parameters (722 MB): the file holds more
+        # than the network, and a checkpoint of the network alone is as genuine a layout.
+        min_size=700 * MB,
     ),
     WeightFile(
         "rflow-ct-controlnet", OFFICIAL_REPO, "models/controlnet_3d_rflow-ct.pt", "controlnet",
