@@ -9,6 +9,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 TOKEN = "s3cret-token-for-tests-0123456789"
+FINAL_STATES = ("done", "failed", "cancelled")
+
+
+def wait_for_status(url: str, job_id: str, wanted: tuple[str, ...] = FINAL_STATES, timeout: float = 120,
+                    poll_s: float = 0.05) -> dict:
+    """Poll GET /jobs/{id} with the test token until the job is in one of `wanted`; its state."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = requests.get(f"{url}/jobs/{job_id}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
+        if state["status"] in wanted:
+            return state
+        time.sleep(poll_s)
+    raise AssertionError(f"job {job_id} never reached {wanted}")
 
 
 @contextmanager

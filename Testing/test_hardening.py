@@ -21,7 +21,7 @@ from bad_inputs import make_bad_files
 from conftest import REPO, block_mask
 from MAISIEngine.io.atomic import atomic_directory, clean_stale_partials
 from MAISIEngine.io.nifti import write_volume
-from server_fixtures import TOKEN, running_server
+from server_fixtures import TOKEN, running_server, wait_for_status
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'MAISISynth'}", "MAISI_NO_PROGRESS": "1"}
@@ -147,13 +147,7 @@ def _status(url: str, job_id: str) -> dict:
 
 
 def _wait(url: str, job_id: str, wanted: tuple[str, ...], timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = _status(url, job_id)
-        if state["status"] in wanted:
-            return state
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} never reached {wanted}")
+    return wait_for_status(url, job_id, wanted, timeout, poll_s=0.02)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import requests
 
 from conftest import block_mask
 from MAISIEngine.io.nifti import write_volume
-from server_fixtures import TOKEN, running_server
+from server_fixtures import TOKEN, running_server, wait_for_status
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -25,13 +25,7 @@ def submit(url: str, job: dict, mask: Path, filename: str | None = None, headers
 
 
 def wait_final(url: str, job_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = requests.get(f"{url}/jobs/{job_id}", headers=AUTH, timeout=10).json()
-        if state["status"] in ("done", "failed", "cancelled"):
-            return state
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish")
+    return wait_for_status(url, job_id, timeout=timeout, poll_s=0.2)
 
 
 @pytest.fixture
