@@ -55,8 +55,9 @@ def add_generated_mask_arguments(p: argparse.ArgumentParser) -> None:
     """The options `maisi generate` takes with `--mask generated`."""
     p.add_argument("--anatomy-size", nargs="+", default=[], metavar="NAME=SIZE",
                    help="with --mask generated: " + _sizes_help())
-    p.add_argument("--mask-model", default=DEFAULT_MASK_MODEL,
-                   help=f"with --mask generated: the mask model ({', '.join(shipped_mask_models())} or a folder)")
+    p.add_argument("--mask-model",
+                   help=f"with --mask generated: the mask model ({', '.join(shipped_mask_models())} or a folder; "
+                        "default mask-demo with the demo CT model, else mask-ct)")
     p.add_argument("--mask-steps", type=int, help="with --mask generated: DDPM steps of the mask model")
 
 
@@ -124,7 +125,12 @@ def run_generate(args: argparse.Namespace) -> None:
                       "condition": result.provenance["condition"], **paths}, indent=2))
 
 
-def generate_ct_with_generated_mask(request, mask_model: str, anatomy_sizes: list[str], mask_steps: int | None,
+def default_mask_model(ct_model: str) -> str:
+    """The mask model that goes with a CT model: the shipped demo pair together, NVIDIA's otherwise."""
+    return "mask-demo" if ct_model == "demo" else DEFAULT_MASK_MODEL
+
+
+def generate_ct_with_generated_mask(request, mask_model: str | None, anatomy_sizes: list[str], mask_steps: int | None,
                                     progress=None, log=None):
     """Label map, then CT, in one process. A failed quality check draws a new map (and CT) with the next
     seed, as the reference regenerates the pair; the provenance records every draw and the map's own."""
@@ -135,8 +141,8 @@ def generate_ct_with_generated_mask(request, mask_model: str, anatomy_sizes: lis
     from MAISIEngine.presets import load_preset
 
     pairs = anatomy.parse_anatomy_sizes(anatomy_sizes)
-    mask_preset = load_mask_preset(mask_model)
     ct_preset = load_preset(request.model)
+    mask_preset = load_mask_preset(mask_model or default_mask_model(ct_preset.name))
     size, spacing = _grid(mask_preset, request.size or ct_preset.default_size,
                           request.spacing or ct_preset.default_spacing)
     _check_steps(mask_steps, mask_preset)

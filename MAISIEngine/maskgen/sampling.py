@@ -1,7 +1,8 @@
 """From noise to class map: DDPM sampling in the mask latent space, memory-bounded decode, argmax, remap.
 
 Sampling follows MONAI's DDPM: start from unit Gaussian latents, and at each of the scheduler's steps
-predict the noise with the U-Net (cross-attention context: the 10 anatomy sizes) and step back. The
+predict the noise with the U-Net (cross-attention context: the 10 anatomy sizes) and step back; with fewer
+steps than trained, over the respaced chain (`respaced_chain`). The
 latents are divided by the latent scale factor and decoded by the mask VAE through the tensor-splitting
 executor, so the 125-class logits of a 256^3 map never need the whole decoder in memory at once; the
 class of each voxel is the argmax of its logits (softmax does not change it), then its MAISI id.
@@ -10,6 +11,7 @@ class of each voxel is the argmax of its logits (softmax does not change it), th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +22,34 @@ LOGITS_FLOAT16_ABOVE = 1 << 31
 """Bytes of float32 logits above which they are kept in float16 (the official 125 x 256^3 map: 8 GB)."""
 
 
+def respaced_chain(scheduler, num_steps: int) -> tuple[Any, list[int]]:
+    """A DDPM chain over `num_steps` of the trained timesteps, and those timesteps (ascending).
+
+    MONAI's `DDPMScheduler.step` goes from t to t - 1: it assumes every trained timestep is visited. In a
+    loop over every 10th timestep each step removes one timestep's worth of noise while the U-Net is next
+    told the sample is ten timesteps cleaner, so a learned network keeps seeing samples noisier than it is
+    told (the demo model's draws decoded to noise-like specks). Respacing (Nichol & Dhariwal 2021) keeps the trained cumulative
+    alphas at the visited timesteps and gives each step the beta that joins them,
+    beta_i = 1 - abar(t_i) / abar(t_(i-1)); with every timestep visited it is the original chain.
+    """
+    from monai.networks.schedulers import DDPMScheduler
+
+    scheduler.set_timesteps(num_inference_steps=int(num_steps))
+    visited = sorted({int(t) for t in scheduler.timesteps})
+    if len(visited) == scheduler.num_train_timesteps:
+        return scheduler, visited  # the trained chain itself, as NVIDIA's reference samples it
+    abar = scheduler.alphas_cumprod[torch.tensor(visited)].double()
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    betas = (1.0 - abar / previous).float()
+    chain = DDPMScheduler(num_train_timesteps=len(visited), clip_sample=scheduler.clip_sample,
+                          prediction_type=scheduler.prediction_type, variance_type=scheduler.variance_type)
+    chain.betas = betas
+    chain.alphas = 1.0 - betas
+    chain.alphas_cumprod = torch.cumprod(chain.alphas, dim=0)
+    chain.set_timesteps(len(visited))
+    return chain, visited
+
+
 def sample_latents(unet: torch.nn.Module, scheduler, condition: Sequence[float], latent_shape: Sequence[int],
                    num_steps: int, seed: int, device: torch.device | str = "cpu",
                    progress: Progress | None = None) -> torch.Tensor:
@@ -28,16 +58,15 @@ def sample_latents(unet: torch.nn.Module, scheduler, condition: Sequence[float],
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     latents = torch.randn((1, *[int(s) for s in latent_shape]), generator=generator).to(device)
     context = torch.tensor([list(condition)], dtype=torch.float32, device=device).unsqueeze(1)  # (1, 1, 10)
-    scheduler.set_timesteps(num_inference_steps=int(num_steps))
-    steps = list(scheduler.timesteps)
+    chain, visited = respaced_chain(scheduler, num_steps)
     with torch.inference_mode():
-        for i, t in enumerate(steps):
-            timestep = torch.tensor([int(t)], device=device)
+        for done, index in enumerate(reversed(range(len(visited))), start=1):
+            timestep = torch.tensor([visited[index]], device=device)
             noise = unet(latents, timesteps=timestep, context=context)
-            latents, _ = scheduler.step(noise, int(t), latents, generator)
+            latents, _ = chain.step(noise, index, latents, generator)
             latents = latents.to(device)
             if progress is not None:
-                progress("sampling", i + 1, len(steps))
+                progress("sampling", done, len(visited))
     return latents
 
 

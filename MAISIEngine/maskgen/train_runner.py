@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.maskgen.model import (MaskPreset, build_mask_autoencoder, build_mask_scheduler, build_mask_unet,
                                        load_mask_preset, mask_preset_from_dict)
-from MAISIEngine.maskgen.train import MaskDataset, _cosine_lr, build_dataset, encode_latents
+from MAISIEngine.maskgen.train import (MaskDataset, _cosine_lr, build_dataset, diffusion_objective, encode_latents,
+                                       vae_objective)
 from MAISIEngine.masks import label_bitplanes
 
 MASK_STAGES = ("mask-vae", "mask-diffusion")
@@ -113,14 +113,14 @@ def run_mask_stage(args: argparse.Namespace) -> int:
             if stage == "mask-vae":
                 target = _vae_batch(data, rng, batch).to(device)
                 recon, mu, sigma = model(label_bitplanes(target.unsqueeze(1)))
-                kl = 0.5 * (mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2) + 1e-8) - 1).mean()
-                loss = F.cross_entropy(recon, target) + 1e-6 * kl
+                loss = vae_objective(recon, mu, sigma, target)
             else:
                 idx = torch.from_numpy(rng.choice(len(scaled), size=min(batch, len(scaled)), replace=False))
                 x0 = scaled[idx]
                 noise = torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32)).to(device)
                 t = torch.from_numpy(rng.integers(0, scheduler.num_train_timesteps, x0.shape[0])).to(device)
-                loss = F.mse_loss(model(scheduler.add_noise(x0, noise, t), timesteps=t, context=conditions[idx]), noise)
+                loss = diffusion_objective(scheduler, lambda x: model(x, timesteps=t, context=conditions[idx]), x0,
+                                           noise, t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
