@@ -200,3 +200,18 @@ def test_a_missing_mask_model_is_one_clear_message(slicer_scene, tiny_mask_dir, 
         text = mask_request.error_text(error)
         assert hint in text and "Traceback" not in text and len(error["message"].splitlines()) == 1
         assert not (workdir / "map").exists()
+
+
+def test_mask_demo_without_its_trained_files_says_so(tmp_path):
+    """Until the demo mask model ships, choosing it is one message saying none is installed."""
+    demo = Path(__import__("MAISIEngine").__file__).parent / "assets" / "demo" / "mask_autoencoder.safetensors"
+    if demo.is_file():
+        pytest.skip("a trained demo mask model is installed")
+    job = mask_request.generate_mask_job(tmp_path / "map", mask_request.MaskRequest({"liver": 0.5}), model="mask-demo",
+                                         size=(64, 64, 64), spacing=(6.0, 6.0, 6.0), seed=0, device="cpu")
+    running = JobRunner(env=WORKER_ENV).start(job, tmp_path)
+    assert running.wait(timeout=300) == 2
+    running.poll()
+    text = mask_request.error_text(running.error)
+    assert running.error["kind"] == "WeightsMissingError" and "no trained demo mask model" in text
+    assert "Traceback" not in text and len(running.error["message"].splitlines()) == 1
