@@ -419,3 +419,20 @@ def test_generate_label_map_runs_the_worker_job_and_opens_the_map_as_the_input_s
     assert "self.showEngineError(job.error, offerDownload=kind != MASK_JOB)" in ast.unparse(method("onPollJob"))
     error = ast.unparse(method("showEngineError"))
     assert "if not offerDownload:\n        slicer.util.errorDisplay(text, detailedText=details)\n        return" in error
+
+
+def test_the_parameter_defaults_are_the_request_with_nothing_constrained():
+    """Saved with the scene and read back, the parameters give the request again (defaults included)."""
+    from MAISISynthLib import mask_request
+
+    defaults = {}
+    for node in module_tree().body:
+        if isinstance(node, ast.ClassDef) and node.name == "MAISISynthParameterNode":
+            defaults = {s.target.id: ast.unparse(s.value) for s in node.body
+                        if isinstance(s, ast.AnnAssign) and s.value is not None}
+    expected = mask_request.settings_values(mask_request.MaskRequest({organ: None for organ in mask_request.ORGANS}))
+    names = {"mask_request.DEFAULT_SIZE": mask_request.DEFAULT_SIZE, "mask_request.NO_TUMOR": mask_request.NO_TUMOR,
+             "False": False, "True": True}
+    assert {name: names[defaults[name]] for name in expected} == expected
+    request = mask_request.MaskRequest.from_settings(types.SimpleNamespace(**expected))
+    assert request.anatomy_sizes() == {tumor: -1.0 for tumor in mask_request.TUMOR_CHOICES[1:]}
