@@ -144,8 +144,12 @@ def test_sliders_generate_an_editable_label_map_then_the_ct_is_made_from_it(wind
 
 
 def test_a_missing_mask_model_is_one_error_dialog(window, qtbot):
-    panel, box = choose_generated_map(window, size=(256, 256, 128), spacing=(1.5, 1.5, 2.0))
-    box.model_combo.setCurrentText("mask-ct")
+    panel, box = choose_generated_map(window)
+    box.model_combo.setCurrentText("mask-ct")  # 48 x 48 x 32 at 2 mm: refused beside the button, by the engine's rule
+    assert not box.generate_map_button.isEnabled()
+    assert "is not one the mask model accepts (mask model 'mask-ct' takes X = Y in [256, 384, 512]" in \
+        box.generate_map_button.toolTip()
+    choose_generated_map(window, size=(256, 256, 128), spacing=(1.5, 1.5, 2.0))
     assert box.generate_map_button.isEnabled()
     assert run_generate_map(qtbot, window) == ["failed"]
     message, hint = window.last_error

@@ -362,3 +362,19 @@ def test_worker_generate_mask_job_streams_progress_and_result(tiny_mask_dir, tmp
     code, events = run({"type": "generate-mask", "output_dir": str(tmp_path / "bad"), "model": str(tiny_mask_dir),
                         "anatomy_sizes": {"kidney": 0.5}})
     assert code == 2 and events[-1]["event"] == "error" and "kidney" in events[-1]["message"]
+
+
+def test_the_light_grid_check_reads_the_preset_as_the_engine_does(tiny_mask_dir, tmp_path):
+    """`maskgen.grid` (standard library only, for the front ends) gives the engine's own refusal."""
+    from MAISIEngine.maskgen import grid
+    from MAISIEngine.maskgen.pipeline import check_mask_grid
+
+    for model in ("mask-ct", "mask-demo", str(tiny_mask_dir)):
+        with pytest.raises(MaisiError) as light:
+            grid.check_model_grid(model, (40, 40, 32), (2, 2, 3))
+        with pytest.raises(MaisiError) as engine:
+            check_mask_grid(load_mask_preset(model), (40, 40, 32), (2, 2, 3))
+        assert light.value.one_line() == engine.value.one_line()
+    grid.check_model_grid(str(tiny_mask_dir), (48, 48, 32), (2, 2, 3))
+    with pytest.raises(MaisiError, match="unknown mask model"):
+        grid.check_model_grid(str(tmp_path), (48, 48, 32), (2, 2, 3))

@@ -227,11 +227,10 @@ def test_the_generated_label_map_input_runs_without_the_engine_packages(tmp_path
         from pathlib import Path
         from types import SimpleNamespace
         from MAISISynthLib import boundary, mask_request, panel, scene_jobs
-        folder = Path(tempfile.mkdtemp())
-        (folder / "mask_preset.json").write_text("{}")
-        state = panel.panel_state(panel.PanelInputs("demo", input_kind=panel.INPUT_GENERATED, size=(64, 64, 64),
-                                                    spacing=(5.0, 5.0, 5.0), mask_model="folder",
-                                                    mask_model_folder=str(folder)))
+        def state(size, spacing):
+            return panel.panel_state(panel.PanelInputs("demo", input_kind=panel.INPUT_GENERATED, size=size,
+                                                       spacing=spacing, mask_model="mask-ct"))
+        ok, small = state((256, 256, 128), (1.5, 1.5, 2.0)), state((64, 64, 64), (5.0, 5.0, 5.0))
         values = mask_request.settings_values(mask_request.MaskRequest({"pancreas": 0.25}, "bone lesion", 0.7))
         settings = SimpleNamespace(maskModel="mask-ct", maskModelFolder=Path(), maskSeed=5, size=(256, 256, 128),
                                    spacing=(1.5, 1.5, 2.0), region="chest", device="cpu", **values)
@@ -241,15 +240,18 @@ def test_the_generated_label_map_input_runs_without_the_engine_packages(tmp_path
             refused = ""
         except Exception as exc:
             refused = str(exc)
-        print(json.dumps({"map": [state.show_generated_map, state.generate_map_enabled, state.generate_enabled],
+        print(json.dumps({"map": [ok.show_generated_map, ok.generate_map_enabled, ok.generate_enabled],
+                          "small": [small.generate_map_enabled, small.generate_map_tooltip],
                           "sizes": job["anatomy_sizes"], "model": job["model"], "region": job["region"],
                           "refused": refused,
                           "blocked_loaded": sorted({m.split(".")[0] for m in sys.modules} & boundary.ENGINE_ONLY_PACKAGES),
                           "engine_loaded": sorted(m for m in sys.modules if m.startswith("MAISIEngine.maskgen"))}))
     """, tmp_path)
     assert out["map"] == [True, True, False]  # the map first, then the CT
+    assert out["small"][0] is False and "is not one the mask model accepts" in out["small"][1]
     assert out["sizes"] == {"pancreas": 0.25, "lung tumor": -1.0, "pancreatic tumor": -1.0, "hepatic tumor": -1.0,
                             "colon cancer primaries": -1.0, "bone lesion": 0.7}
     assert out["model"] == "mask-ct" and out["region"] == "chest"
     assert "outside [0, 1]" in out["refused"]
-    assert out["blocked_loaded"] == [] and out["engine_loaded"] == ["MAISIEngine.maskgen", "MAISIEngine.maskgen.anatomy"]
+    assert out["blocked_loaded"] == [] and out["engine_loaded"] == ["MAISIEngine.maskgen", "MAISIEngine.maskgen.anatomy",
+                                                                   "MAISIEngine.maskgen.grid"]

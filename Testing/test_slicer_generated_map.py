@@ -175,7 +175,11 @@ def test_the_generated_input_asks_for_a_map_before_the_ct_and_for_a_model_folder
     no_folder = state(mask_model_folder="")
     assert not no_folder.generate_map_enabled and "choose the mask model's folder" in no_folder.generate_map_tooltip
     assert no_folder.show_mask_model_folder and not state(mask_model="mask-ct").show_mask_model_folder
-    assert state(mask_model="mask-ct").generate_map_enabled  # its weights are checked by the worker
+    # The mask model's own grid rule, in the engine's words; its weights are checked by the worker.
+    refused = state(mask_model="mask-ct")
+    assert not refused.generate_map_enabled and refused.generate_map_tooltip.startswith(
+        "the grid (size 64x64x64, spacing 5x5x5 mm) is not one the mask model accepts (mask model 'mask-ct' takes")
+    assert state(mask_model="mask-ct", size=(256, 256, 128), spacing=(1.5, 1.5, 2.0)).generate_map_enabled
     other = state(input_kind=panel.INPUT_TEMPLATE)
     assert not other.show_generated_map and not other.generate_map_enabled
 

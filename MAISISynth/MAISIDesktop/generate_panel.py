@@ -318,6 +318,7 @@ class GeneratePanel(QtWidgets.QWidget):
 
     def _check(self) -> None:
         self.fov_label.setText(params.field_of_view_text(self.size, self.spacing))
+        self.mask_box.set_grid(self.size, self.spacing)
         try:
             preset = load_preset(self.model)
         except MaisiError as exc:

@@ -56,6 +56,7 @@ class GeneratedMapBox(QtWidgets.QGroupBox):
         self.setObjectName("generatedMapBox")
         self._folder = ""
         self._running = False
+        self._grid: tuple[tuple[int, int, int], tuple[float, float, float]] | None = None
         self.model_combo = QtWidgets.QComboBox()
         self.model_combo.setObjectName("maskModelCombo")
         self.model_combo.addItems(mask_request.MASK_MODELS)
@@ -147,6 +148,11 @@ class GeneratedMapBox(QtWidgets.QGroupBox):
         self.tumor_size.set_value(request.tumor_size)
 
     # -- state ------------------------------------------------------------------------------------
+    def set_grid(self, size: tuple[int, int, int], spacing: tuple[float, float, float]) -> None:
+        """The grid the map will be drawn on (the panel's size and spacing), checked by the model's rule."""
+        self._grid = (tuple(size), tuple(spacing))  # type: ignore[assignment]
+        self._sync_enabled()
+
     def set_running(self, running: bool) -> None:
         self._running = running
         self._sync_enabled()
@@ -155,7 +161,10 @@ class GeneratedMapBox(QtWidgets.QGroupBox):
         for organ, use in self.use_boxes.items():
             self.sliders[organ].setEnabled(use.isChecked())
         self.tumor_size.setEnabled(self.tumor_combo.currentData() != mask_request.NO_TUMOR)
-        problem = mask_request.model_problem(self.model_choice, self._folder)
+        if self._grid is None:
+            problem = mask_request.model_problem(self.model_choice, self._folder)
+        else:
+            problem = mask_request.grid_problem(self.model_choice, self._folder, *self._grid)
         self.generate_map_button.setEnabled(problem is None and not self._running)
         self.generate_map_button.setToolTip(problem or "Draw a label map with the mask-generation model on the grid "
                                                        "above; it opens as the label map you paint into")

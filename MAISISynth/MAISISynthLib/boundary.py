@@ -38,6 +38,7 @@ ENGINE_CONTRACT_MODULES = frozenset({
     "MAISIEngine.masktools.totalseg",  # TotalSegmentator names -> MAISI ids (numpy only)
     "MAISIEngine.maskgen",           # lazy package: names load from their submodule on first use
     "MAISIEngine.maskgen.anatomy",   # the mask generator's ten controllable structures and their checks
+    "MAISIEngine.maskgen.grid",      # the grids a mask model can fill (its preset's accepts table)
 })
 """Engine modules a front end may import: each needs only the standard library and numpy."""
 

@@ -8,7 +8,7 @@ in the job, so its size comes from the closest case of the model's size database
 absent, -1, so the user can paint a tumor of their own into the map) or one kind with its size — the
 model makes one tumor kind per map.
 
-Only the standard library and `anatomy` (itself standard library only) are imported: the Slicer panel
+Only the standard library, `anatomy` and `grid` (themselves standard library only) are imported: the Slicer panel
 computes this before the engine's packages are installed (see `boundary`).
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from MAISIEngine.errors import MaisiError
-from MAISIEngine.maskgen import anatomy
+from MAISIEngine.maskgen import anatomy, grid
 
 MASK_MODELS = ("mask-ct", "mask-demo")
 """Shipped mask-model names: NVIDIA's (downloaded) and the project's demo."""
@@ -121,6 +121,19 @@ def model_problem(choice: str, folder: str | Path | None) -> str | None:
         return "choose the mask model's folder (it holds mask_preset.json)"
     if not (Path(text).expanduser() / "mask_preset.json").is_file():
         return f"{text} holds no mask_preset.json: choose a trained mask model's folder"
+    return None
+
+
+def grid_problem(choice: str, folder: str | Path | None, size: tuple[int, int, int],
+                 spacing: tuple[float, float, float]) -> str | None:
+    """Why the map cannot be drawn on this grid with this model (the engine's own rule and words), or None."""
+    problem = model_problem(choice, folder)
+    if problem:
+        return problem
+    try:
+        grid.check_model_grid(choice if choice in MASK_MODELS else str(folder), size, spacing)
+    except MaisiError as exc:
+        return exc.one_line()
     return None
 
 

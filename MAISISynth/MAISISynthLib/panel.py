@@ -92,8 +92,10 @@ def panel_state(inputs: PanelInputs) -> PanelState:
                    or (kind == INPUT_LABELMAP and inputs.has_input_labelmap))
     busy = inputs.busy
     generated = kind == INPUT_GENERATED
-    model_problem = mask_request.model_problem(inputs.mask_model, inputs.mask_model_folder)
-    map_problem = (check.errors[0] if check.errors else model_problem) if generated else None
+    map_problem = None
+    if generated:  # the map is drawn on the panel's grid: the mask model's own grid rule applies
+        map_problem = check.errors[0] if check.errors else mask_request.grid_problem(
+            inputs.mask_model, inputs.mask_model_folder, inputs.size, inputs.spacing)
     if generated and not inputs.has_input_segmentation:
         generate_tooltip = "Click 'Generate label map' first: the CT is generated from that map"
     else:
