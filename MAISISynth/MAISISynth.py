@@ -54,11 +54,12 @@ _make_engine_importable()
 from MAISIEngine import labels as maisi_labels  # noqa: E402
 from MAISIEngine.errors import MaisiError  # noqa: E402
 from MAISISynthLib import (  # noqa: E402
-    dependencies, devices, dicom_export, editing, execution, mrml, panel, params, scene_jobs, selftest, terminology,
-    workdirs)
+    dependencies, devices, dicom_export, editing, execution, generated_map, mask_request, mrml, panel, params, scene_jobs,
+    selftest, terminology, workdirs)
 from MAISISynthLib.jobs import JobRunner, RunningJob, describe_progress  # noqa: E402
 
-INPUT_TEMPLATE, INPUT_SEGMENTATION, INPUT_LABELMAP = panel.INPUT_KINDS
+INPUT_TEMPLATE, INPUT_SEGMENTATION, INPUT_LABELMAP, INPUT_GENERATED = panel.INPUT_KINDS
+MASK_JOB = "generate-mask"
 EXPORT_NIFTI = "NIfTI"
 EXPORT_DICOM = "DICOM"
 TORCH_REQUIREMENT = dependencies.TORCH_REQUIREMENT
@@ -80,7 +81,8 @@ class MAISISynth(ScriptedLoadableModule):
         self.parent.contributors = ["MAISISynth contributors"]
         self.parent.helpText = _("""
 Generate synthetic CT volumes with MAISI from a label map: a phantom template, a segmentation whose
-segments are named after MAISI labels, or a label map volume. Paint tumors and inpaint them; export
+segments are named after MAISI labels, a label map volume, or a label map generated from anatomy sizes
+(editable before the CT is made). Paint tumors and inpaint them; export
 NIfTI or DICOM. Results are synthetic and carry their provenance (seed, model, weight hashes).
 Not for clinical use.
 """) + _("See the <a href=\"{url}\">documentation</a>: installation, a first-run checklist, every button.").format(
@@ -114,7 +116,7 @@ class MAISISynthParameterNode:
     """Everything the user chose in the module, saved with the scene."""
 
     model: Annotated[str, Choice(list(params.MODEL_CHOICES))] = "demo"
-    inputKind: Annotated[str, Choice([INPUT_TEMPLATE, INPUT_SEGMENTATION, INPUT_LABELMAP])] = INPUT_TEMPLATE
+    inputKind: Annotated[str, Choice(list(panel.INPUT_KINDS))] = INPUT_TEMPLATE
     inputSegmentation: vtkMRMLSegmentationNode
     inputLabelmap: vtkMRMLLabelMapVolumeNode
     templateRegion: Annotated[str, Choice(list(params.TEMPLATE_REGIONS))] = "chest-abdomen"
@@ -141,6 +143,22 @@ class MAISISynthParameterNode:
     computeOn: Annotated[str, Choice(list(execution.MODE_LABELS.values()))] = execution.MODE_LABELS[execution.LOCAL]
     serverUrl: str = execution.DEFAULT_SERVER_URL
     serverTokenFile: Path = Path()
+    # The "Generated label map" input (MAISISynthLib.mask_request): one check box and slider per organ.
+    maskModel: Annotated[str, Choice(list(mask_request.MASK_MODEL_CHOICES))] = mask_request.MASK_MODELS[0]
+    maskModelFolder: Path = Path()
+    maskSeed: Annotated[int, WithinRange(0, params.MAX_SEED)] = 0
+    maskUseGallbladder: bool = False
+    maskSizeGallbladder: Annotated[float, WithinRange(0.0, 1.0)] = mask_request.DEFAULT_SIZE
+    maskUseLiver: bool = False
+    maskSizeLiver: Annotated[float, WithinRange(0.0, 1.0)] = mask_request.DEFAULT_SIZE
+    maskUseStomach: bool = False
+    maskSizeStomach: Annotated[float, WithinRange(0.0, 1.0)] = mask_request.DEFAULT_SIZE
+    maskUsePancreas: bool = False
+    maskSizePancreas: Annotated[float, WithinRange(0.0, 1.0)] = mask_request.DEFAULT_SIZE
+    maskUseColon: bool = False
+    maskSizeColon: Annotated[float, WithinRange(0.0, 1.0)] = mask_request.DEFAULT_SIZE
+    maskTumor: Annotated[str, Choice(list(mask_request.TUMOR_CHOICES))] = mask_request.NO_TUMOR
+    maskTumorSize: Annotated[float, WithinRange(0.0, 1.0)] = mask_request.DEFAULT_SIZE
 
     @property
     def size(self) -> tuple[int, int, int]:
@@ -197,6 +215,8 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.generateButton.connect("clicked(bool)", self.onGenerateButton)
         self.ui.downloadWeightsButton.connect("clicked(bool)", self.onDownloadWeights)
         self.ui.diceButton.connect("clicked(bool)", self.onDice)
+        self.ui.generateMapButton.connect("clicked(bool)", self.onGenerateMap)
+        self.ui.maskDiceButton.connect("clicked(bool)", self.onMaskDice)
         self.ui.editPhantomButton.connect("clicked(bool)", self.onEditPhantom)
         self.ui.bodyOutlineButton.connect("clicked(bool)", self.onBodyOutline)
         self.ui.addTumorButton.connect("clicked(bool)", self.onAddTumor)
@@ -207,6 +227,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.tumorSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onTumorNodesChanged)
         self.ui.testConnectionButton.connect("clicked(bool)", self.onTestConnection)
         self.ui.serverTokenFilePathLineEdit.filters = ctk.ctkPathLineEdit.Files | ctk.ctkPathLineEdit.Readable
+        self.ui.maskModelFolderPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs
 
         self.ui.segmentEditorWidget.setMRMLScene(slicer.mrmlScene)
         self._observeEditorNode()
@@ -302,11 +323,20 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             has_input_labelmap=bool(p.inputLabelmap), size=p.size, spacing=p.spacing,
             on_server=p.executionSettings.on_server, busy=self._job is not None,
             has_tumor_volume=bool(p.tumorVolume), has_tumor_segmentation=bool(p.tumorSegmentation),
-            has_export_volume=bool(p.exportVolume)))
+            has_export_volume=bool(p.exportVolume), mask_model=p.maskModel, mask_model_folder=str(p.maskModelFolder)))
         for widget in (self.ui.inputSegmentationLabel, self.ui.inputSegmentationSelector):
             widget.visible = state.show_input_segmentation
         for widget in (self.ui.inputLabelmapLabel, self.ui.inputLabelmapSelector):
             widget.visible = state.show_input_labelmap
+        self.ui.generatedMapGroupBox.visible = state.show_generated_map
+        for widget in (self.ui.maskModelFolderLabel, self.ui.maskModelFolderPathLineEdit):
+            widget.visible = state.show_mask_model_folder
+        for organ in mask_request.ORGANS:
+            use, size = mask_request.parameter_names(organ)
+            getattr(self.ui, f"{size}Slider").enabled = getattr(p, use)
+        self.ui.maskTumorSizeSlider.enabled = p.maskTumor != mask_request.NO_TUMOR
+        self.ui.generateMapButton.enabled = state.generate_map_enabled
+        self.ui.generateMapButton.toolTip = state.generate_map_tooltip
         self.ui.fieldOfViewLabel.text = state.field_of_view
         self.ui.sizeCheckLabel.text = state.size_check_text
         self.ui.sizeCheckLabel.styleSheet = ("color: #c62828" if state.size_check_is_error
@@ -333,6 +363,9 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onDice(self) -> None:
         self._parameterNode.seed = params.random_seed()
+
+    def onMaskDice(self) -> None:
+        self._parameterNode.maskSeed = params.random_seed()
 
     # -- jobs ----------------------------------------------------------------------------------------
     def _startJob(self, kind: str, job: dict, workdir: Path, button, context: dict | None = None) -> None:
@@ -384,7 +417,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self._onJobResult(kind, job.result, context)
             elif job.error is not None:
                 self.ui.statusLabel.text = describe_progress(job.error)
-                self.showEngineError(job.error)
+                self.showEngineError(job.error, offerDownload=kind != MASK_JOB)
         finally:
             self._removeJobFiles()
 
@@ -430,14 +463,23 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.show3DButton.setSegmentationNode(nodes.segmentation)
             self._parameterNode.exportVolume = nodes.volume
             self._parameterNode.exportSegmentation = nodes.segmentation
+        elif kind == MASK_JOB:
+            nodes = self.logic.loadGeneratedMap(result)
+            self._useAsInput(nodes.segmentation, nodes.grid, INPUT_GENERATED)
+            missing = result.get("missing") or []
+            self.ui.logTextEdit.appendPlainText(_("Label map generated: {request}").format(
+                request=context.get("request", "")))
+            if missing:
+                slicer.util.warningDisplay(_("The generated map lacks: {missing}. Generate again with another seed, "
+                                             "or paint them.").format(missing=", ".join(missing)))
         elif kind == "download":
             self.ui.logTextEdit.appendPlainText(_("Weights downloaded and verified."))
 
-    def _useAsInput(self, segmentation, sourceVolume) -> None:
+    def _useAsInput(self, segmentation, sourceVolume, inputKind: str = INPUT_SEGMENTATION) -> None:
         """Make a segmentation the generation input and open it, over its grid, in the Segment Editor."""
         p = self._parameterNode
         p.inputSegmentation = segmentation
-        p.inputKind = INPUT_SEGMENTATION
+        p.inputKind = inputKind
         p.tumorVolume = sourceVolume
         p.tumorSegmentation = segmentation
         self.ui.tumorCollapsibleButton.collapsed = False
@@ -450,6 +492,12 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._runOrCancel("generate", _("Could not start the generation."), self.logic.generateJob,
                           self.ui.generateButton)
 
+    def onGenerateMap(self) -> None:
+        """Draw a label map from the sliders' anatomy sizes; it opens as the (editable) input segmentation."""
+        request = mask_request.MaskRequest.from_settings(self._parameterNode)
+        self._runOrCancel(MASK_JOB, _("Could not start the label map generation."), self.logic.maskJob,
+                          self.ui.generateMapButton, {"request": request.describe()})
+
     def _runOrCancel(self, kind: str, failure: str, makeJob, button, extra: dict | None = None) -> None:
         """Cancel the running job, or build a job of `kind` from the parameters and start it."""
         if self._job is not None:
@@ -458,7 +506,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(failure, waitCursor=True):
             try:
-                if not self._readyToRun(p):
+                if not self._readyToRun(p, kind):
                     return
                 workdir = self.logic.newWorkDirectory(kind)
                 job = makeJob(p, workdir)
@@ -475,8 +523,14 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.removeWorkDirectory(workdir)
             self.showEngineError({"message": exc.message, "hint": exc.hint})
 
-    def _readyToRun(self, p: MAISISynthParameterNode) -> bool:
-        """On this computer: the engine's packages and the model's weights; a server has its own."""
+    def _readyToRun(self, p: MAISISynthParameterNode, kind: str = "generate") -> bool:
+        """On this computer: the engine's packages and the model's weights; a server has its own.
+
+        A label map generation always runs here and needs no CT weights: a missing mask model is
+        reported by the worker in one line (what is missing, the command that fetches it).
+        """
+        if kind == MASK_JOB:
+            return self.logic.ensureEngineDependencies()
         if p.executionSettings.on_server:
             return True
         return self.logic.ensureEngineDependencies() and self._ensureWeights(p.model)
@@ -568,12 +622,18 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.showVolumeRendering(self._lastVolume, checked)
 
     # -- errors ----------------------------------------------------------------------------------------
-    def showEngineError(self, event: dict) -> None:
-        """The engine's message and hint in a dialog, with the action that fixes the usual causes."""
+    def showEngineError(self, event: dict, offerDownload: bool = True) -> None:
+        """The engine's message and hint in a dialog, with the action that fixes the usual causes.
+
+        Without `offerDownload` (a label map generation: the Download button fetches the CT model's
+        weights, not the mask model's) a missing weight file is shown as it is, with the engine's hint.
+        """
         message = str(event.get("message", _("The job failed.")))
-        hint = str(event.get("hint") or "")
         details = str(event.get("stderr_tail") or "") or None
-        text = f"{message}\n\n{hint}" if hint else message
+        text = mask_request.error_text(event)
+        if not offerDownload:
+            slicer.util.errorDisplay(text, detailedText=details)
+            return
         if event.get("kind") == "WeightsMissingError":
             if slicer.util.confirmYesNoDisplay(text + "\n\n" + _("Download the weights now?")):
                 self.onDownloadWeights()
@@ -705,6 +765,15 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
     def generateJob(self, p: MAISISynthParameterNode, workdir: Path) -> dict:
         """The worker's job for the current settings; the input label map is written into `workdir`."""
         return scene_jobs.generate_job_for(p, workdir)
+
+    def maskJob(self, p: MAISISynthParameterNode, workdir: Path) -> dict:
+        """The worker's generate-mask job: the sliders' anatomy sizes, a map on the panel's grid."""
+        return scene_jobs.mask_job_for(p, workdir)
+
+    @staticmethod
+    def loadGeneratedMap(result: dict) -> generated_map.GeneratedMapNodes:
+        """The generated map as an editable segmentation (MAISI names, colours, codes) and its grid volume."""
+        return generated_map.load_generated_map(result)
 
     def inpaintJob(self, p: MAISISynthParameterNode, workdir: Path) -> dict:
         """CT, labels without the tumor (its host organ under it), and the painted tumor mask, on the CT's grid."""

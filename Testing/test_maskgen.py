@@ -21,59 +21,7 @@ from MAISIEngine.maskgen.pipeline import generate_mask, place_on_grid
 from MAISIEngine.maskgen.postprocess import closing, dilate, erode, postprocess_generated
 from MAISIEngine.maskgen.sampling import classes_to_maisi
 from MAISIEngine.labels import valid_ids
-
-SIZE_DB = [
-    {"organ_size": [0.2, 0.1, 0.3, 0.4, 0.5, -1, -1, -1, -1, -1]},
-    {"organ_size": [0.6, 0.9, 0.7, 0.2, 0.1, -1, -1, -1, -1, -1]},
-    {"organ_size": [0.9, 0.5, 0.5, 0.9, 0.9, -1, -1, 0.4, -1, -1]},
-]
-
-
-def randomise(module: torch.nn.Module, seed: int, std: float = 0.2) -> torch.nn.Module:
-    """Every weight random (MONAI zero-initialises some output layers, which would hide wrong wiring)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * (std if p.dim() > 1 else 0.05))
-    return module
-
-
-def tiny_mask_preset_dict(latent: int = 8, spacing: float = 4.0) -> dict:
-    raw = load_mask_preset("mask-ct").to_dict()
-    raw.update(name="tiny-mask", weights_source="directory", latent_shape=[4, latent, latent, latent],
-               spacing=[spacing] * 3, num_inference_steps=2, default_size=[32, 32, 32], default_spacing=[4.0] * 3,
-               accepts={"size_xy": [32, 48, 64], "size_z": [32, 48, 64], "spacing_xy": [1.0, 8.0],
-                        "spacing_z": [1.0, 8.0], "min_fov_xy_mm": 0.0},
-               weights={"mask_autoencoder": "mask_generation_autoencoder.pt",
-                        "mask_diffusion_unet": "mask_generation_diffusion_unet.pt",
-                        "size_database": "all_anatomy_size_conditions.json"})
-    raw["autoencoder"].update(num_channels=[8, 8, 8], num_res_blocks=[1, 1, 1], norm_num_groups=4, num_splits=1)
-    raw["diffusion_unet"].update(channels=[8, 8, 8, 8], num_head_channels=[0, 0, 8, 8], norm_num_groups=4,
-                                 num_res_blocks=1)
-    return raw
-
-
-def write_official_layout(folder: Path, preset, seed: int = 0, scale: float = 1.0) -> dict[str, Path]:
-    """Random networks saved as NVIDIA ships them: a bare VAE state dict; unet_state_dict + scale_factor."""
-    folder.mkdir(parents=True, exist_ok=True)
-    vae = randomise(build_mask_autoencoder(preset), seed)
-    unet = randomise(build_mask_unet(preset), seed + 1, std=0.05)
-    paths = {"vae": folder / "mask_generation_autoencoder.pt", "unet": folder / "mask_generation_diffusion_unet.pt",
-             "db": folder / "all_anatomy_size_conditions.json"}
-    torch.save(vae.state_dict(), paths["vae"])
-    torch.save({"unet_state_dict": unet.state_dict(), "scale_factor": torch.tensor(scale)}, paths["unet"])
-    paths["db"].write_text(json.dumps(SIZE_DB))
-    return paths
-
-
-@pytest.fixture(scope="module")
-def tiny_mask_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny-mask")
-    raw = tiny_mask_preset_dict()
-    (folder / "mask_preset.json").write_text(json.dumps(raw))
-    write_official_layout(folder, mask_preset_from_dict(raw), seed=3, scale=0.8)
-    return folder
-
+from maskgen_fixtures import SIZE_DB, randomise, tiny_mask_dir, tiny_mask_preset_dict, write_official_layout  # noqa: F401
 
 # ---- the official architecture -------------------------------------------------------------------------
 
@@ -414,3 +362,19 @@ def test_worker_generate_mask_job_streams_progress_and_result(tiny_mask_dir, tmp
     code, events = run({"type": "generate-mask", "output_dir": str(tmp_path / "bad"), "model": str(tiny_mask_dir),
                         "anatomy_sizes": {"kidney": 0.5}})
     assert code == 2 and events[-1]["event"] == "error" and "kidney" in events[-1]["message"]
+
+
+def test_the_light_grid_check_reads_the_preset_as_the_engine_does(tiny_mask_dir, tmp_path):
+    """`maskgen.grid` (standard library only, for the front ends) gives the engine's own refusal."""
+    from MAISIEngine.maskgen import grid
+    from MAISIEngine.maskgen.pipeline import check_mask_grid
+
+    for model in ("mask-ct", "mask-demo", str(tiny_mask_dir)):
+        with pytest.raises(MaisiError) as light:
+            grid.check_model_grid(model, (40, 40, 32), (2, 2, 3))
+        with pytest.raises(MaisiError) as engine:
+            check_mask_grid(load_mask_preset(model), (40, 40, 32), (2, 2, 3))
+        assert light.value.one_line() == engine.value.one_line()
+    grid.check_model_grid(str(tiny_mask_dir), (48, 48, 32), (2, 2, 3))
+    with pytest.raises(MaisiError, match="unknown mask model"):
+        grid.check_model_grid(str(tmp_path), (48, 48, 32), (2, 2, 3))

@@ -218,3 +218,40 @@ def test_the_module_file_and_library_import_only_what_slicer_ships():
 def test_the_static_check_catches_an_engine_import():
     tree = ast.parse("import torch\nfrom MAISIEngine.weights.download import download_model\nimport numpy\n")
     assert [name for name, _ in _imports(tree, True) if not _allowed(name)] == ["torch", "MAISIEngine.weights.download"]
+
+
+def test_the_generated_label_map_input_runs_without_the_engine_packages(tmp_path):
+    """Its panel state, the sliders' job and the map's error text: the anatomy module is light."""
+    out = run_blocked("""
+        import json, sys, tempfile
+        from pathlib import Path
+        from types import SimpleNamespace
+        from MAISISynthLib import boundary, mask_request, panel, scene_jobs
+        def state(size, spacing):
+            return panel.panel_state(panel.PanelInputs("demo", input_kind=panel.INPUT_GENERATED, size=size,
+                                                       spacing=spacing, mask_model="mask-ct"))
+        ok, small = state((256, 256, 128), (1.5, 1.5, 2.0)), state((64, 64, 64), (5.0, 5.0, 5.0))
+        values = mask_request.settings_values(mask_request.MaskRequest({"pancreas": 0.25}, "bone lesion", 0.7))
+        settings = SimpleNamespace(maskModel="mask-ct", maskModelFolder=Path(), maskSeed=5, size=(256, 256, 128),
+                                   spacing=(1.5, 1.5, 2.0), region="chest", device="cpu", **values)
+        job = scene_jobs.mask_job_for(settings, Path(tempfile.mkdtemp()))
+        try:
+            mask_request.MaskRequest({"liver": 1.5}).anatomy_sizes()
+            refused = ""
+        except Exception as exc:
+            refused = str(exc)
+        print(json.dumps({"map": [ok.show_generated_map, ok.generate_map_enabled, ok.generate_enabled],
+                          "small": [small.generate_map_enabled, small.generate_map_tooltip],
+                          "sizes": job["anatomy_sizes"], "model": job["model"], "region": job["region"],
+                          "refused": refused,
+                          "blocked_loaded": sorted({m.split(".")[0] for m in sys.modules} & boundary.ENGINE_ONLY_PACKAGES),
+                          "engine_loaded": sorted(m for m in sys.modules if m.startswith("MAISIEngine.maskgen"))}))
+    """, tmp_path)
+    assert out["map"] == [True, True, False]  # the map first, then the CT
+    assert out["small"][0] is False and "is not one the mask model accepts" in out["small"][1]
+    assert out["sizes"] == {"pancreas": 0.25, "lung tumor": -1.0, "pancreatic tumor": -1.0, "hepatic tumor": -1.0,
+                            "colon cancer primaries": -1.0, "bone lesion": 0.7}
+    assert out["model"] == "mask-ct" and out["region"] == "chest"
+    assert "outside [0, 1]" in out["refused"]
+    assert out["blocked_loaded"] == [] and out["engine_loaded"] == ["MAISIEngine.maskgen", "MAISIEngine.maskgen.anatomy",
+                                                                   "MAISIEngine.maskgen.grid"]

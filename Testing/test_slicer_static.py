@@ -25,7 +25,7 @@ LIB_FILES = sorted((MODULE_DIR / "MAISISynthLib").glob("*.py"))
 STAND_IN_CLASSES = {
     "qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QWidget", "ctkCollapsibleGroupBox": "QGroupBox",
     "qMRMLNodeComboBox": "QWidget", "qMRMLSegmentEditorWidget": "QWidget", "ctkDirectoryButton": "QWidget",
-    "ctkPathLineEdit": "QWidget", "qMRMLSegmentationShow3DButton": "QToolButton",
+    "ctkPathLineEdit": "QWidget", "qMRMLSegmentationShow3DButton": "QToolButton", "ctkSliderWidget": "QWidget",
 }
 """Slicer/CTK widget classes the .ui uses; Qt's loader gets stand-ins for them (CTK is not installed here)."""
 
@@ -130,7 +130,7 @@ def test_every_parameter_is_bound_to_a_widget_of_its_type():
         f"unbound parameters: {sorted(set(annotations) - set(bound))}; "
         f"bound names without a parameter: {sorted(set(bound) - set(annotations))}")
     # The classes Slicer's parameter node GUI connectors bind each type to.
-    expected_classes = {"str": {"QComboBox", "QLineEdit"}, "int": {"QSpinBox"}, "float": {"QDoubleSpinBox"},
+    expected_classes = {"str": {"QComboBox", "QLineEdit"}, "int": {"QSpinBox"}, "float": {"QDoubleSpinBox", "ctkSliderWidget"},
                         "bool": {"QCheckBox"}, "Path": {"ctkDirectoryButton", "ctkPathLineEdit"}}
     for name, annotation in annotations.items():
         kind = base_type(annotation)
@@ -189,6 +189,9 @@ def test_ui_loads_in_qt_and_wires_the_scene(monkeypatch):
     assert widget.computeOnComboBox.property("SlicerParameterName") == "computeOn"
     assert widget.serverUrlLineEdit.placeholderText() == "http://127.0.0.1:8765"
     assert widget.serverTokenFilePathLineEdit.property("SlicerParameterName") == "serverTokenFile"
+    assert widget.generateMapButton.text() == "Generate label map"
+    assert widget.maskSizeLiverSlider.property("SlicerParameterName") == "maskSizeLiver"
+    assert widget.maskUseLiverCheckBox.text() == "Liver"
     widget.sceneChanged.emit("the scene")
     for name in ("inputSegmentationSelector", "tumorVolumeSelector", "exportSegmentationSelector", "segmentEditorWidget"):
         assert getattr(widget, name).property("scene") == "the scene", name
@@ -373,3 +376,63 @@ def test_the_help_links_the_documentation_and_the_screenshot_exists():
 def test_the_worker_starts_from_slicers_startup_environment():
     init = ast.unparse(method("__init__", "MAISISynthLogic"))
     assert "startupEnvironment" in init and "base_env=" in init
+
+
+# ---------------------------------------------------------------------------------------------------
+# The "Generated label map" input
+
+
+def test_the_generated_map_parameters_are_the_engines_structures_with_their_ranges():
+    sys.path.insert(0, str(MODULE_DIR))
+    from MAISIEngine.maskgen import anatomy
+    from MAISISynthLib import mask_request
+
+    annotations = parameter_annotations()
+    widgets = ui_widgets()
+    assert mask_request.ORGANS == anatomy.CONTROLLABLE[:5] and mask_request.TUMOR_CHOICES[1:] == anatomy.TUMORS
+    for organ in anatomy.ORGANS:
+        use, size = mask_request.parameter_names(organ)
+        assert base_type(annotations[use]) == "bool", use
+        assert ast.unparse(annotations[size]) == "Annotated[float, WithinRange(0.0, 1.0)]", size
+        slider = widgets[f"{size}Slider"]
+        assert slider.get("class") == "ctkSliderWidget"
+        limits = {name: float(widget_property(slider, name).findtext("double")) for name in ("minimum", "maximum")}
+        assert limits == {"minimum": 0.0, "maximum": 1.0}, size
+    assert "Choice(list(mask_request.TUMOR_CHOICES))" in ast.unparse(annotations["maskTumor"])
+    assert "Choice(list(mask_request.MASK_MODEL_CHOICES))" in ast.unparse(annotations["maskModel"])
+    assert "Choice(list(panel.INPUT_KINDS))" in ast.unparse(annotations["inputKind"])
+    from MAISIEngine.maskgen.pipeline import REGIONS
+
+    assert set(mask_request.MASK_REGIONS.values()) <= set(REGIONS)
+
+
+def test_generate_label_map_runs_the_worker_job_and_opens_the_map_as_the_input_segmentation():
+    assert "self._runOrCancel(MASK_JOB" in ast.unparse(method("onGenerateMap"))
+    assert "self.logic.maskJob" in ast.unparse(method("onGenerateMap"))
+    assert "scene_jobs.mask_job_for(p, workdir)" in ast.unparse(method("maskJob", "MAISISynthLogic"))
+    result = ast.unparse(method("_onJobResult"))
+    assert "self.logic.loadGeneratedMap(result)" in result
+    assert "self._useAsInput(nodes.segmentation, nodes.grid, INPUT_GENERATED)" in result
+    # A map needs the engine's packages, not the CT model's weights; its errors are shown as the engine says them.
+    ready = ast.unparse(method("_readyToRun"))
+    assert "if kind == MASK_JOB:\n        return self.logic.ensureEngineDependencies()" in ready
+    assert "self.showEngineError(job.error, offerDownload=kind != MASK_JOB)" in ast.unparse(method("onPollJob"))
+    error = ast.unparse(method("showEngineError"))
+    assert "if not offerDownload:\n        slicer.util.errorDisplay(text, detailedText=details)\n        return" in error
+
+
+def test_the_parameter_defaults_are_the_request_with_nothing_constrained():
+    """Saved with the scene and read back, the parameters give the request again (defaults included)."""
+    from MAISISynthLib import mask_request
+
+    defaults = {}
+    for node in module_tree().body:
+        if isinstance(node, ast.ClassDef) and node.name == "MAISISynthParameterNode":
+            defaults = {s.target.id: ast.unparse(s.value) for s in node.body
+                        if isinstance(s, ast.AnnAssign) and s.value is not None}
+    expected = mask_request.settings_values(mask_request.MaskRequest({organ: None for organ in mask_request.ORGANS}))
+    names = {"mask_request.DEFAULT_SIZE": mask_request.DEFAULT_SIZE, "mask_request.NO_TUMOR": mask_request.NO_TUMOR,
+             "False": False, "True": True}
+    assert {name: names[defaults[name]] for name in expected} == expected
+    request = mask_request.MaskRequest.from_settings(types.SimpleNamespace(**expected))
+    assert request.anatomy_sizes() == {tumor: -1.0 for tumor in mask_request.TUMOR_CHOICES[1:]}

@@ -20,6 +20,7 @@ from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.io.nifti import Volume
 from MAISIEngine.maskgen import anatomy
+from MAISIEngine.maskgen.grid import check_grid
 from MAISIEngine.maskgen.model import LoadedMaskModel, MaskPreset, build_mask_scheduler
 from MAISIEngine.maskgen.postprocess import fold_kidney_mass, keep_largest_components, postprocess_generated
 from MAISIEngine.maskgen.sampling import Progress, classes_to_maisi, decode_classes, sample_latents
@@ -51,24 +52,7 @@ class GeneratedMask:
 
 def check_mask_grid(preset: MaskPreset, size: Sequence[int], spacing: Sequence[float]) -> None:
     """Refuse grids the model's output cannot fill sensibly, as the reference's input check does."""
-    acc = preset.accepts
-    size = [int(s) for s in size]
-    spacing = [float(s) for s in spacing]
-    if len(size) != 3 or len(spacing) != 3 or min(size) < 1 or min(spacing) <= 0:
-        raise MaisiError(f"size {size} / spacing {spacing} is not a 3-D grid", "give three sizes and three spacings")
-    hint = (f"mask model '{preset.name}' takes X = Y in {acc['size_xy']}, Z in {acc['size_z']}, "
-            f"spacing X = Y in [{acc['spacing_xy'][0]}, {acc['spacing_xy'][1]}] mm, Z in "
-            f"[{acc['spacing_z'][0]}, {acc['spacing_z'][1]}] mm, X field of view >= {acc['min_fov_xy_mm']:g} mm")
-    problems = []
-    if size[0] != size[1] or size[0] not in acc["size_xy"] or size[2] not in acc["size_z"]:
-        problems.append(f"size {'x'.join(map(str, size))}")
-    if spacing[0] != spacing[1] or not acc["spacing_xy"][0] <= spacing[0] <= acc["spacing_xy"][1] \
-            or not acc["spacing_z"][0] <= spacing[2] <= acc["spacing_z"][1]:
-        problems.append(f"spacing {'x'.join(f'{s:g}' for s in spacing)} mm")
-    if not problems and size[0] * spacing[0] < float(acc["min_fov_xy_mm"]):
-        problems.append(f"field of view {size[0] * spacing[0]:g} mm across")
-    if problems:
-        raise MaisiError(f"the grid ({', '.join(problems)}) is not one the mask model accepts", hint)
+    check_grid(preset.name, preset.accepts, size, spacing)
 
 
 def requested_labels(pairs: Sequence[tuple[str, float]]) -> dict[str, tuple[int, ...]]:

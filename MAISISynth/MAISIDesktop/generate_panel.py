@@ -3,7 +3,9 @@
 
 The checks come from `MAISISynthLib.params` (the engine's own size rules and training ranges), so a
 template size the model cannot take is flagged beside the spin boxes, and a label map's grid it cannot
-take is announced with the grid the engine will fit it to, as in the Slicer module.
+take is announced with the grid the engine will fit it to, as in the Slicer module. With "Generated
+label map" as the source, the `GeneratedMapBox` (anatomy-size sliders) draws the label map first, on the
+grid set here; Generate then makes the CT from that map, painted or not.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from PyQt5 import QtCore, QtWidgets
 from MAISIEngine import labels as maisi_labels
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.presets import Preset, load_preset
-from MAISISynthLib import params
+from MAISISynthLib import mask_request, params
 from MAISISynthLib.execution import DEFAULT_SERVER_URL, LOCAL, MODE_LABELS, SERVER, ExecutionSettings
+
+from MAISIDesktop.mask_box import GeneratedMapBox
 
 SOURCE_LABELS = "Current label map"
 SOURCE_TEMPLATE = "Phantom template"
+SOURCE_GENERATED = "Generated label map"
 OTHER_MODEL = "Model folder..."
 
 
@@ -96,7 +101,9 @@ class GeneratePanel(QtWidgets.QWidget):
         self.token_file.editingFinished.connect(self._execution_edited)
 
         self.source_combo = QtWidgets.QComboBox()
-        self.source_combo.addItems([SOURCE_LABELS, SOURCE_TEMPLATE])
+        self.source_combo.setObjectName("sourceCombo")
+        self.source_combo.addItems([SOURCE_LABELS, SOURCE_TEMPLATE, SOURCE_GENERATED])
+        self.mask_box = GeneratedMapBox()
         self.template_region = QtWidgets.QComboBox()
         self.template_region.addItems(params.TEMPLATE_REGIONS)
         self.use_mask_grid = QtWidgets.QCheckBox("Use the label map's grid")
@@ -211,6 +218,7 @@ class GeneratePanel(QtWidgets.QWidget):
         layout.addWidget(compute_box)
         layout.addWidget(model_box)
         layout.addWidget(grid_box)
+        layout.addWidget(self.mask_box)
         layout.addWidget(inpaint_box)
         layout.addStretch(1)
         # progress, stage_label and cancel_button are shown by the window's always-visible status area
@@ -301,11 +309,16 @@ class GeneratePanel(QtWidgets.QWidget):
     def spacing(self) -> tuple[float, float, float]:
         return tuple(b.value() for b in self.spacing_boxes)  # type: ignore[return-value]
 
+    @property
+    def from_template(self) -> bool:
+        return self.source_combo.currentText() == SOURCE_TEMPLATE
+
     def uses_mask_grid(self) -> bool:
         return self.source_combo.currentText() == SOURCE_LABELS and self.use_mask_grid.isChecked()
 
     def _check(self) -> None:
         self.fov_label.setText(params.field_of_view_text(self.size, self.spacing))
+        self.mask_box.set_grid(self.size, self.spacing)
         try:
             preset = load_preset(self.model)
         except MaisiError as exc:
@@ -327,7 +340,7 @@ class GeneratePanel(QtWidgets.QWidget):
     def settings_check(self, preset: Preset) -> params.SettingsCheck:
         """The engine's checks of the grid to generate; a label map's grid the model does not take is fitted
         (by the engine from the exact grid when 'use the label map's grid' is ticked), a template's refused."""
-        labels = self.source_combo.currentText() == SOURCE_LABELS
+        labels = not self.from_template
         if self.uses_mask_grid() and self._mask_grid is not None:
             return params.check_size_and_spacing(preset, *self._mask_grid, label_map=True)
         return params.check_size_and_spacing(preset, self.size, self.spacing, label_map=labels)
@@ -335,7 +348,9 @@ class GeneratePanel(QtWidgets.QWidget):
     def _sync_enabled(self) -> None:
         template = self.source_combo.currentText() == SOURCE_TEMPLATE
         self.template_region.setEnabled(template and not self._running)
-        self.use_mask_grid.setEnabled(not template and not self._running)
+        self.use_mask_grid.setEnabled(self.source_combo.currentText() == SOURCE_LABELS and not self._running)
+        self.mask_box.setVisible(self.source_combo.currentText() == SOURCE_GENERATED)
+        self.mask_box.set_running(self._running)
         manual = not self.uses_mask_grid()
         for box in (*self.size_boxes, *self.spacing_boxes):
             box.setEnabled(manual and not self._running)
@@ -407,6 +422,13 @@ class GeneratePanel(QtWidgets.QWidget):
             device=self.device_combo.currentText(),
             modality=self.modality_combo.currentData() or None,
         )
+
+    def mask_job(self, output_dir: Path) -> dict[str, Any]:
+        """The worker's generate-mask job: the sliders' anatomy sizes, a map on the grid set above."""
+        return mask_request.generate_mask_job(
+            output_dir, self.mask_box.request(), model=self.mask_box.model_argument(), size=self.size,
+            spacing=self.spacing, region=self.region_combo.currentText(), seed=self.mask_box.seed.value(),
+            device=self.device_combo.currentText())
 
     def inpaint_job(self, output_dir: Path, image: Path, labels: Path, tumor: Path) -> dict[str, Any]:
         return params.inpaint_job(

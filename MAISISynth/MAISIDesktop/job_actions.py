@@ -1,4 +1,5 @@
-"""Runs of the main window: generate, inpaint, download weights, phantom template, and their results.
+"""Runs of the main window: generate, inpaint, download weights, phantom template, generated label map,
+and their results.
 
 A mixin of `MainWindow`. Jobs run in a worker process (or on a server) through `JobController`; a
 result opens as a new document that keeps the user's place: same slices and zoom when the grid is the
@@ -24,8 +25,12 @@ from MAISISynthLib.execution import check_connection, runner_for
 
 from MAISIDesktop import loading
 from MAISIDesktop.dialogs import PhantomSettings
+from MAISIDesktop.generate_panel import SOURCE_GENERATED
 from MAISIDesktop.document import Document
 from MAISIDesktop.history import HistoryEntry
+
+
+MASK_JOB = "generate-mask"
 
 
 class JobActionsMixin:
@@ -67,10 +72,13 @@ class JobActionsMixin:
     def start_generate(self) -> bool:
         """Generate a CT for the current label map (or a phantom template) in a worker process."""
         panel = self.generate_panel
-        from_template = panel.source_combo.currentText() != "Current label map"
+        from_template = panel.from_template
         if not from_template and self.study is None:
-            self.report_error("there is no label map to generate from",
-                              "open a label map, start from a phantom template, or choose 'Phantom template'")
+            if panel.source_combo.currentText() == SOURCE_GENERATED:
+                self.report_error("no label map has been generated yet", "click 'Generate label map' first")
+            else:
+                self.report_error("there is no label map to generate from",
+                                  "open a label map, start from a phantom template, or choose 'Phantom template'")
             return False
 
         def build(run_dir: Path) -> dict[str, Any]:
@@ -82,6 +90,12 @@ class JobActionsMixin:
             return panel.generate_job(run_dir / "output", mask)
 
         return self._start_job("generate", build)
+
+    def start_generate_map(self) -> bool:
+        """Draw a label map from the sliders' anatomy sizes; it opens as the label map to paint into."""
+        if not self.confirm_discard("generating a new label map"):
+            return False
+        return self._start_job(MASK_JOB, lambda run_dir: self.generate_panel.mask_job(run_dir / "output"))
 
     def follow_painted_tumor(self) -> str | None:
         """Set the inpainting tumor type to the tumor label painted (the largest one when several)."""
@@ -208,6 +222,10 @@ class JobActionsMixin:
     def _job_succeeded(self, result: dict) -> None:
         kind, run_dir = self._job_kind, self.jobs.run_dir
         self._job_ended()
+        if kind == MASK_JOB:  # the run folder keeps the map and its provenance
+            self._open_generated_map(result)
+            self.jobFinished.emit("succeeded")
+            return
         if kind in ("download", "phantom"):
             if kind == "phantom":
                 self._open_phantom(result)  # loads into memory; the run's files are not kept
@@ -240,6 +258,23 @@ class JobActionsMixin:
         study.name = f"phantom-{settings.region}-seed{settings.seed}"
         study.sources = {"template": f"phantom {settings.region} seed {settings.seed}"}
         self.set_study(study)
+
+    def _open_generated_map(self, result: dict) -> None:
+        """The generated map as a new document (fresh history): painting, eraser and undo work on it."""
+        study = self._guarded(loading.load_label_map, result.get("labels") or "")
+        if study is None:
+            return
+        provenance = dict(result.get("provenance_data") or {})
+        seed = provenance.get("seed", "?")
+        study.name = f"generated-map-seed{seed}"
+        # Not "labels": Save asks where, instead of writing into the run folder.
+        study.sources = {"generated": f"mask model {provenance.get('model', '?')} seed {seed}"}
+        study.provenance = provenance
+        self.set_study(study)
+        missing = list(result.get("missing") or [])
+        text = (f"The generated map lacks {', '.join(missing)}: generate again with another seed, or paint them"
+                if missing else "Label map generated: paint into it, then Generate makes the CT from it")
+        self.statusBar().showMessage(text, 10000)
 
     def _job_failed(self, error: dict) -> None:
         self._job_ended()

@@ -213,6 +213,7 @@ class MainWindow(FileActionsMixin, JobActionsMixin, QtWidgets.QMainWindow):
         self.paint_panel.undo_button.clicked.connect(self.undo)
         self.paint_panel.redo_button.clicked.connect(self.redo)
         self.generate_panel.generateClicked.connect(self.start_generate)
+        self.generate_panel.mask_box.generateMapClicked.connect(self.start_generate_map)
         self.generate_panel.inpaintClicked.connect(self.start_inpaint)
         self.generate_panel.cancelClicked.connect(self.cancel_job)
         self.generate_panel.downloadClicked.connect(self.start_download)

@@ -36,6 +36,9 @@ ENGINE_CONTRACT_MODULES = frozenset({
     "MAISIEngine.weights.resolve",   # weights_status: which of a model's files are on this machine
     "MAISIEngine.masktools",         # package docstring only
     "MAISIEngine.masktools.totalseg",  # TotalSegmentator names -> MAISI ids (numpy only)
+    "MAISIEngine.maskgen",           # lazy package: names load from their submodule on first use
+    "MAISIEngine.maskgen.anatomy",   # the mask generator's ten controllable structures and their checks
+    "MAISIEngine.maskgen.grid",      # the grids a mask model can fill (its preset's accepts table)
 })
 """Engine modules a front end may import: each needs only the standard library and numpy."""
 

@@ -35,6 +35,7 @@ STAGE_WEIGHTS: dict[str, float] = {
     "encode": 0.05,
     "sampling": 0.70,
     "decode": 0.15,
+    "decoding": 0.15,
     "write": 0.03,
     "phantom": 1.0,
     "download": 1.0,
@@ -169,6 +170,7 @@ class ProgressTracker:
 EXPECTED_STAGES: dict[str, list[str]] = {
     "generate": ["load", "sampling", "decode", "write"],
     "inpaint": ["load", "encode", "sampling", "decode"],
+    "generate-mask": ["load", "sampling", "decoding"],
 }
 """The stages the worker reports for each job type, in order (a skipped one counts as done)."""
 

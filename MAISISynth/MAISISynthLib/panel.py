@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.presets import load_preset
 
-from . import params
+from . import mask_request, params
 
 INPUT_TEMPLATE = "Phantom template"
 INPUT_SEGMENTATION = "Segmentation"
 INPUT_LABELMAP = "Label map volume"
-INPUT_KINDS = (INPUT_TEMPLATE, INPUT_SEGMENTATION, INPUT_LABELMAP)
+INPUT_GENERATED = "Generated label map"
+"""A label map drawn by the mask-generation model from anatomy sizes; it becomes the input segmentation."""
+INPUT_KINDS = (INPUT_TEMPLATE, INPUT_SEGMENTATION, INPUT_LABELMAP, INPUT_GENERATED)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class PanelInputs:
     has_tumor_volume: bool = False
     has_tumor_segmentation: bool = False
     has_export_volume: bool = False
+    mask_model: str = mask_request.MASK_MODELS[0]
+    mask_model_folder: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,10 @@ class PanelState:
     add_tumor_enabled: bool
     inpaint_enabled: bool
     export_enabled: bool
+    show_generated_map: bool = False
+    show_mask_model_folder: bool = False
+    generate_map_enabled: bool = False
+    generate_map_tooltip: str = ""
     check: params.SettingsCheck = field(default_factory=params.SettingsCheck)
 
 
@@ -79,11 +87,21 @@ def panel_state(inputs: PanelInputs) -> PanelState:
     else:
         weights = params.weights_summary(inputs.model)
     kind = inputs.input_kind
-    input_ready = (kind == INPUT_TEMPLATE or (kind == INPUT_SEGMENTATION and inputs.has_input_segmentation)
+    input_ready = (kind == INPUT_TEMPLATE
+                   or (kind in (INPUT_SEGMENTATION, INPUT_GENERATED) and inputs.has_input_segmentation)
                    or (kind == INPUT_LABELMAP and inputs.has_input_labelmap))
     busy = inputs.busy
+    generated = kind == INPUT_GENERATED
+    map_problem = None
+    if generated:  # the map is drawn on the panel's grid: the mask model's own grid rule applies
+        map_problem = check.errors[0] if check.errors else mask_request.grid_problem(
+            inputs.mask_model, inputs.mask_model_folder, inputs.size, inputs.spacing)
+    if generated and not inputs.has_input_segmentation:
+        generate_tooltip = "Click 'Generate label map' first: the CT is generated from that map"
+    else:
+        generate_tooltip = check.text() or "Generate a synthetic CT from the label map"
     return PanelState(
-        show_input_segmentation=kind == INPUT_SEGMENTATION,
+        show_input_segmentation=kind in (INPUT_SEGMENTATION, INPUT_GENERATED),
         show_input_labelmap=kind == INPUT_LABELMAP,
         field_of_view=params.field_of_view_text(inputs.size, inputs.spacing),
         size_check_text="\n".join(check.errors) if check.errors else "\n".join([*check.notes, *check.warnings]),
@@ -94,9 +112,14 @@ def panel_state(inputs: PanelInputs) -> PanelState:
         download_enabled=weights.downloadable and not weights.ready and not busy,
         edit_phantom_enabled=not busy,
         generate_enabled=not busy and input_ready and check.ok,
-        generate_tooltip=check.text() or "Generate a synthetic CT from the label map",
+        generate_tooltip=generate_tooltip,
         add_tumor_enabled=inputs.has_tumor_segmentation,
         inpaint_enabled=not busy and inputs.has_tumor_volume and inputs.has_tumor_segmentation,
         export_enabled=inputs.has_export_volume and not busy,
+        show_generated_map=generated,
+        show_mask_model_folder=generated and inputs.mask_model == mask_request.MODEL_FOLDER,
+        generate_map_enabled=generated and not busy and map_problem is None,
+        generate_map_tooltip=map_problem or ("Draw a label map with the mask-generation model on this grid; "
+                                             "it opens as an editable segmentation"),
         check=check,
     )

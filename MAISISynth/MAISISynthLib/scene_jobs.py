@@ -2,8 +2,9 @@
 
 `settings` is the module's parameter node, or anything with the same attribute names (model,
 inputKind, inputSegmentation, inputLabelmap, templateRegion, size, spacing, region, seed, steps,
-device, optionally modality; tumorVolume, tumorSegmentation, tumorType): the Slicer logic and the
-tests build jobs the same way. Input files are written into the job's folder.
+device, optionally modality; tumorVolume, tumorSegmentation, tumorType; for a generated label map
+maskModel, maskModelFolder, maskSeed, maskTumor, maskTumorSize and maskUse*/maskSize* per organ): the
+Slicer logic and the tests build jobs the same way. Input files are written into the job's folder.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from MAISIEngine.errors import MaisiError
 
-from . import mrml, panel, params
+from . import mask_request, mrml, panel, params
 
 
 def generate_job_for(settings: Any, workdir: Path) -> dict[str, Any]:
@@ -27,6 +28,10 @@ def generate_job_for(settings: Any, workdir: Path) -> dict[str, Any]:
         if not settings.inputSegmentation:
             raise MaisiError("no segmentation selected", "choose one, or use a phantom template")
         mask = mrml.temporary_labelmap_file(settings.inputSegmentation, None, workdir)
+    elif settings.inputKind == panel.INPUT_GENERATED:
+        if not settings.inputSegmentation:
+            raise MaisiError("no label map has been generated yet", "click 'Generate label map' first")
+        mask = mrml.temporary_labelmap_file(settings.inputSegmentation, None, workdir)
     elif settings.inputKind == panel.INPUT_LABELMAP:
         if not settings.inputLabelmap:
             raise MaisiError("no label map volume selected", "choose one, or use a phantom template")
@@ -37,6 +42,15 @@ def generate_job_for(settings: Any, workdir: Path) -> dict[str, Any]:
         size=size, spacing=spacing, region=settings.region, seed=settings.seed,
         steps=settings.steps or None, device=settings.device, **_modality(settings),
     )
+
+
+def mask_job_for(settings: Any, workdir: Path) -> dict[str, Any]:
+    """The worker's generate-mask job: the sliders' anatomy sizes, a map on the panel's grid."""
+    model = mask_request.model_argument(settings.maskModel, settings.maskModelFolder)
+    return mask_request.generate_mask_job(
+        Path(workdir) / "map", mask_request.MaskRequest.from_settings(settings), model=model,
+        size=settings.size, spacing=settings.spacing, region=settings.region, seed=settings.maskSeed,
+        device=settings.device)
 
 
 def _modality(settings: Any) -> dict[str, Any]:
