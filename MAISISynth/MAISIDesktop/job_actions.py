@@ -294,6 +294,8 @@ class JobActionsMixin:
         self.jobFinished.emit("cancelled")
 
     def open_history_entry(self, entry: HistoryEntry) -> bool:
+        if entry.is_report:  # a batch folder or evaluation report: its window, the views stay as they are
+            return self.open_report_entry(entry) is not None
         if not self.confirm_discard("opening another run"):
             return False
         study = self._guarded(loading.load_result, entry.result)

@@ -2,8 +2,9 @@
 
 The window shows one `Document` (study, undo history, saved state), keeps the views on one linked
 cursor (slices, crosshair, colours, window/level) and turns user actions into edits and runs. File
-operations live in `file_actions`, runs and their results in `job_actions`, menus and the toolbar in
-`menus`; this module holds the layout, the views and painting.
+operations live in `file_actions`, runs and their results in `job_actions`, batch and evaluation
+reports in `report_actions`, menus and the toolbar in `menus`; this module holds the layout, the views
+and painting.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from MAISIDesktop.overlay import (
     update_lookup_table,
 )
 from MAISIDesktop.paint_panel import PaintPanel
+from MAISIDesktop.report_actions import ReportActionsMixin
 from MAISIDesktop.slice_view import ORIENTATION_AXIS, SliceView
 from MAISIDesktop.start_screen import StartScreen
 from MAISIDesktop.status_area import JobStatusArea
@@ -83,7 +85,7 @@ def write_execution_settings(settings: QtCore.QSettings, execution: ExecutionSet
     settings.sync()
 
 
-class MainWindow(FileActionsMixin, JobActionsMixin, QtWidgets.QMainWindow):
+class MainWindow(FileActionsMixin, JobActionsMixin, ReportActionsMixin, QtWidgets.QMainWindow):
     studyLoaded = QtCore.pyqtSignal()
     jobFinished = QtCore.pyqtSignal(str)  # "succeeded", "failed" or "cancelled"
 

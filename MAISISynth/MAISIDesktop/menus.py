@@ -71,6 +71,9 @@ def build_menus(win: "MainWindow") -> None:
     add_action(win, file_menu, "Open &CT (+ labels)...", win.ask_open_ct, "Ctrl+Shift+O", "openCt")
     add_action(win, file_menu, "&New from phantom template...", win.ask_new_phantom, "Ctrl+N", "newTemplate")
     file_menu.addSeparator()
+    add_action(win, file_menu, "Open evaluation &report...", win.ask_open_report, name="openReport")
+    add_action(win, file_menu, "Open &batch folder...", win.ask_open_batch, name="openBatch")
+    file_menu.addSeparator()
     win.save_action = add_action(win, file_menu, "&Save label map", win.save_labels, QtGui.QKeySequence.Save,
                                  "saveLabels")
     win.save_as_action = add_action(win, file_menu, "Save label map &as...", win.save_labels_as, "Ctrl+Shift+S",
