@@ -1,7 +1,9 @@
 """MAISISynth: draw or pick a MAISI label map, generate a synthetic CT with MAISI, paint tumors, export.
 
 The widget is thin: everything that is not widget code lives in MAISISynthLib (jobs, parameters,
-MRML bridge), which is tested outside the application. Generation runs in a separate process (the
+MRML bridge), which is tested outside the application; so do the widget's job lifecycle
+(`job_handling`), the panel state shown on its widgets (`panel_widgets`), the engine's packages
+(`engine_setup`) and the result's views (`result_view`). Generation runs in a separate process (the
 engine's worker, started with PythonSlicer), so the UI stays responsive, Cancel stops it at once and a
 CUDA out-of-memory error cannot take Slicer down; or, in the Compute section's Server mode, on a GPU
 machine running `maisi serve`, through the same job API.
@@ -10,10 +12,7 @@ machine running `maisi serve`, through the same job API.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import sys
-import time
 import unittest
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,12 +53,13 @@ _make_engine_importable()
 from MAISIEngine import labels as maisi_labels  # noqa: E402
 from MAISIEngine.errors import MaisiError  # noqa: E402
 from MAISISynthLib import (  # noqa: E402
-    dependencies, devices, dicom_export, editing, execution, generated_map, mask_request, mrml, panel, params, scene_jobs,
-    selftest, terminology, workdirs)
-from MAISISynthLib.jobs import JobRunner, RunningJob, describe_progress  # noqa: E402
+    dependencies, devices, dicom_export, editing, engine_setup, execution, generated_map, mask_request, mrml, panel,
+    panel_widgets, params, result_view, scene_jobs, selftest, terminology, workdirs)
+from MAISISynthLib.job_handling import JobHandlingMixin  # noqa: E402
+from MAISISynthLib.jobs import JobRunner, RunningJob  # noqa: E402
 
 INPUT_TEMPLATE, INPUT_SEGMENTATION, INPUT_LABELMAP, INPUT_GENERATED = panel.INPUT_KINDS
-MASK_JOB = "generate-mask"
+MASK_JOB = mask_request.MASK_JOB
 EXPORT_NIFTI = "NIfTI"
 EXPORT_DICOM = "DICOM"
 TORCH_REQUIREMENT = dependencies.TORCH_REQUIREMENT
@@ -179,8 +179,9 @@ class MAISISynthParameterNode:
 #
 
 
-class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Panels for generation, tumor painting and export; all work is done by the logic."""
+class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, JobHandlingMixin):
+    """Panels for generation, tumor painting and export; all work is done by the logic, a job's
+    start, progress and end by `JobHandlingMixin` (MAISISynthLib.job_handling)."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -324,34 +325,7 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             on_server=p.executionSettings.on_server, busy=self._job is not None,
             has_tumor_volume=bool(p.tumorVolume), has_tumor_segmentation=bool(p.tumorSegmentation),
             has_export_volume=bool(p.exportVolume), mask_model=p.maskModel, mask_model_folder=str(p.maskModelFolder)))
-        for widget in (self.ui.inputSegmentationLabel, self.ui.inputSegmentationSelector):
-            widget.visible = state.show_input_segmentation
-        for widget in (self.ui.inputLabelmapLabel, self.ui.inputLabelmapSelector):
-            widget.visible = state.show_input_labelmap
-        self.ui.generatedMapGroupBox.visible = state.show_generated_map
-        for widget in (self.ui.maskModelFolderLabel, self.ui.maskModelFolderPathLineEdit):
-            widget.visible = state.show_mask_model_folder
-        for organ in mask_request.ORGANS:
-            use, size = mask_request.parameter_names(organ)
-            getattr(self.ui, f"{size}Slider").enabled = getattr(p, use)
-        self.ui.maskTumorSizeSlider.enabled = p.maskTumor != mask_request.NO_TUMOR
-        self.ui.generateMapButton.enabled = state.generate_map_enabled
-        self.ui.generateMapButton.toolTip = state.generate_map_tooltip
-        self.ui.fieldOfViewLabel.text = state.field_of_view
-        self.ui.sizeCheckLabel.text = state.size_check_text
-        self.ui.sizeCheckLabel.styleSheet = ("color: #c62828" if state.size_check_is_error
-                                             else "color: #b26a00" if state.size_check_is_warning else "")
-        for widget in (self.ui.serverUrlLabel, self.ui.serverUrlLineEdit, self.ui.serverTokenFileLabel,
-                       self.ui.serverTokenFilePathLineEdit, self.ui.testConnectionButton, self.ui.connectionStatusLabel):
-            widget.enabled = state.server_widgets_enabled
-        self.ui.weightsStatusLabel.text = state.weights.text
-        self.ui.downloadWeightsButton.enabled = state.download_enabled
-        self.ui.editPhantomButton.enabled = state.edit_phantom_enabled
-        self.ui.generateButton.enabled = state.generate_enabled
-        self.ui.generateButton.toolTip = state.generate_tooltip
-        self.ui.addTumorButton.enabled = state.add_tumor_enabled
-        self.ui.inpaintButton.enabled = state.inpaint_enabled
-        self.ui.exportButton.enabled = state.export_enabled
+        panel_widgets.apply_panel_state(self.ui, state, p)
         if self._jobButton is not None:
             self._jobButton.enabled = True  # it is the Cancel button while its job runs
 
@@ -366,77 +340,6 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onMaskDice(self) -> None:
         self._parameterNode.maskSeed = params.random_seed()
-
-    # -- jobs ----------------------------------------------------------------------------------------
-    def _startJob(self, kind: str, job: dict, workdir: Path, button, context: dict | None = None) -> None:
-        self._job = self.logic.startJob(job, workdir, self._parameterNode.executionSettings)
-        self._jobStarted = time.monotonic()
-        self._jobKind, self._jobButton, self._jobContext = kind, button, dict(context or {})
-        self._jobWorkdir = workdir
-        self._jobButtonText = button.text
-        self._jobButton.text = _("Cancel")
-        self._jobButton.enabled = True
-        self.ui.progressBar.value = 0
-        self.ui.statusLabel.text = _("Starting...")
-        self.ui.logTextEdit.appendPlainText(f"--- {kind} started ({time.strftime('%H:%M:%S')}) in {workdir}")
-        self._pollTimer.start()
-        self.updateGui()
-
-    def _cancelJob(self) -> None:
-        if self._job is None:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Could not stop the job."), waitCursor=True):
-            self._job.cancel()
-        self.ui.statusLabel.text = _("Cancelled")
-        self._finishJob()
-        self._removeJobFiles()
-
-    def onPollJob(self) -> None:
-        job = self._job
-        if job is None:
-            self._pollTimer.stop()
-            return
-        ended = not job.is_running()  # asked first: a job seen finished has all its events in this poll
-        for event in job.poll():
-            kind = event.get("event")
-            if kind == "progress":
-                self.ui.statusLabel.text = describe_progress(event)
-            elif kind == "log":
-                self.ui.logTextEdit.appendPlainText(str(event.get("message", "")))
-            elif kind in ("error", "cancelled"):
-                self.ui.logTextEdit.appendPlainText(describe_progress(event))
-        self.ui.progressBar.value = int(round(job.progress_fraction * 1000))
-        if not ended or job.returncode is None:
-            return
-        kind, context = self._jobKind, self._jobContext
-        self._finishJob()
-        try:
-            if job.result is not None and job.returncode == 0:
-                self.ui.statusLabel.text = _("Done in {seconds:.0f} s").format(seconds=time.monotonic() - self._jobStarted)
-                with slicer.util.tryWithErrorDisplay(_("Could not load the result."), waitCursor=True):
-                    self._onJobResult(kind, job.result, context)
-            elif job.error is not None:
-                self.ui.statusLabel.text = describe_progress(job.error)
-                self.showEngineError(job.error, offerDownload=kind != MASK_JOB)
-        finally:
-            self._removeJobFiles()
-
-    def _finishJob(self) -> None:
-        self._pollTimer.stop()
-        if self._jobButton is not None:
-            self._jobButton.text = self._jobButtonText
-        self._job, self._jobButton, self._jobKind, self._jobContext = None, None, "", {}
-        self.updateGui()
-
-    def _removeJobFiles(self) -> None:
-        """The job's folder goes once its results are in the scene, unless the user keeps job files."""
-        workdir, self._jobWorkdir = self._jobWorkdir, None
-        if workdir is None:
-            return
-        if self._parameterNode is not None and self._parameterNode.keepJobFiles:
-            self.ui.logTextEdit.appendPlainText(_("Job files kept in {folder}").format(folder=workdir))
-            return
-        self.logic.removeWorkDirectory(workdir)
 
     def _onJobResult(self, kind: str, result: dict, context: dict) -> None:
         if kind == "generate":
@@ -514,14 +417,6 @@ class MAISISynthWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.showEngineError({"message": exc.message, "hint": exc.hint})
                 return
             self._startJobOrExplain(kind, job, workdir, button, extra)
-
-    def _startJobOrExplain(self, kind: str, job: dict, workdir: Path, button, extra: dict | None = None) -> None:
-        """Start a job; a refusal (no interpreter, server unreachable) is shown in a dialog, its folder removed."""
-        try:
-            self._startJob(kind, job, workdir, button, extra)
-        except MaisiError as exc:
-            self.logic.removeWorkDirectory(workdir)
-            self.showEngineError({"message": exc.message, "hint": exc.hint})
 
     def _readyToRun(self, p: MAISISynthParameterNode, kind: str = "generate") -> bool:
         """On this computer: the engine's packages and the model's weights; a server has its own.
@@ -666,11 +561,7 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def pythonExecutable() -> str:
         """PythonSlicer: Slicer's interpreter with Slicer's packages, started as a plain process."""
-        found = shutil.which("PythonSlicer")
-        if found:
-            return found
-        candidate = Path(sys.executable).with_name("PythonSlicer" + (".exe" if os.name == "nt" else ""))
-        return str(candidate) if candidate.exists() else sys.executable
+        return engine_setup.python_executable()
 
     # -- dependencies --------------------------------------------------------------------------------
     def missingEnginePackages(self) -> list[str]:
@@ -679,64 +570,11 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
 
     def torchProblem(self) -> str | None:
         """Why the installed PyTorch is too old for the engine, or None (read from metadata, not imported)."""
-        return dependencies.torch_problem(dependencies.installed_version("torch"), TORCH_REQUIREMENT)
+        return engine_setup.torch_problem()
 
     def ensureEngineDependencies(self) -> bool:
-        """Install what the engine needs, each step after the user agreed: torch first, then the rest.
-
-        An installed PyTorch older than the engine needs is reported with a pointer to PyTorch Utils;
-        the other packages are installed under a constraint that keeps the installed torch build.
-        """
-        missing = self.missingEnginePackages()
-        problem = None if "torch" in missing else self.torchProblem()
-        if problem:
-            slicer.util.errorDisplay(_("{problem}. To update it: {hint}.").format(
-                problem=problem, hint=dependencies.PYTORCH_UTILS_HINT))
-            return False
-        if not missing:
-            return True
-        if "torch" in missing:
-            try:
-                import PyTorchUtils
-            except ImportError:
-                slicer.util.errorDisplay(_(
-                    "MAISISynth needs PyTorch. Install the 'PyTorch' extension from the Extensions Manager, "
-                    "restart Slicer and try again."))
-                return False
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT)
-            if torch is None:
-                slicer.util.errorDisplay(_("PyTorch was not installed; generation needs it."))
-                return False
-            problem = self.torchProblem()
-            if problem:
-                slicer.util.errorDisplay(_("{problem}. To update it: {hint}.").format(
-                    problem=problem, hint=dependencies.PYTORCH_UTILS_HINT))
-                return False
-        try:
-            import slicer.packaging as packaging
-
-            packaging.pip_ensure  # noqa: B018 - present since Slicer 5.12
-        except (ImportError, AttributeError):
-            import slicer.pydeps as packaging  # the same functions under their Slicer 5.11 name
-        requirements = packaging.load_requirements(self.resourcePath("requirements.txt"))
-        constraints = Path(self.newWorkDirectory("packages")) / "constraints.txt"
-        constraints.write_text(dependencies.torch_constraints(dependencies.installed_version("torch")))
-        try:
-            packaging.pip_ensure(requirements, constraints=str(constraints), requester="MAISISynth",
-                                 prompt_install=True)
-        except RuntimeError as exc:
-            slicer.util.errorDisplay(_("The Python packages MAISISynth needs were not installed: {reason}").format(
-                reason=exc))
-            return False
-        finally:
-            self.removeWorkDirectory(constraints.parent)
-        still = self.missingEnginePackages()
-        if still:
-            slicer.util.errorDisplay(_("Still missing: {packages}. Restart Slicer and try again.").format(
-                packages=", ".join(still)))
-            return False
-        return True
+        """Install what the engine needs after the user agreed, torch first (MAISISynthLib.engine_setup)."""
+        return engine_setup.ensure_engine_dependencies(self.resourcePath("requirements.txt"), slicer.app.temporaryPath)
 
     def resourcePath(self, filename: str) -> str:
         return str(Path(__file__).resolve().parent / "Resources" / filename)
@@ -802,30 +640,14 @@ class MAISISynthLogic(ScriptedLoadableModuleLogic):
         """The inpainted CT as a new volume beside its source, in its study (the source is never modified)."""
         return mrml.load_inpaint_result(result, sourceVolume, surfaces=False)
 
-    def showResult(self, nodes: mrml.GenerationNodes, volumeRendering: bool = False) -> None:
+    @staticmethod
+    def showResult(nodes: mrml.GenerationNodes, volumeRendering: bool = False) -> None:
         """Four-up layout: the CT with its segments in the slice views, 3D surfaces, optional rendering."""
-        layoutManager = slicer.app.layoutManager()
-        if layoutManager is None:
-            return
-        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
-        slicer.util.setSliceViewerLayers(background=nodes.volume, foreground=None, label=None, fit=True)
-        self.showVolumeRendering(nodes.volume, volumeRendering)
-        threeDView = layoutManager.threeDWidget(0).threeDView()
-        threeDView.resetFocalPoint()
-        threeDView.resetCamera()
+        result_view.show_result(nodes, volumeRendering)
 
     @staticmethod
     def showVolumeRendering(volume, visible: bool) -> None:
-        logic = slicer.modules.volumerendering.logic()
-        displayNode = logic.GetFirstVolumeRenderingDisplayNode(volume)
-        if displayNode is None:
-            if not visible:
-                return
-            displayNode = logic.CreateDefaultVolumeRenderingNodes(volume)
-            preset = logic.GetPresetByName(volume.GetAttribute("MAISI.volumeRenderingPreset") or mrml.VOLUME_RENDERING_PRESET)
-            if preset is not None:
-                displayNode.GetVolumePropertyNode().Copy(preset)
-        displayNode.SetVisibility(visible)
+        result_view.show_volume_rendering(volume, visible)
 
     @staticmethod
     def segmentEditorNode():

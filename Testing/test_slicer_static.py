@@ -22,6 +22,10 @@ MODULE_DIR = REPO / "MAISISynth"
 MODULE_FILE = MODULE_DIR / "MAISISynth.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "MAISISynth.ui"
 LIB_FILES = sorted((MODULE_DIR / "MAISISynthLib").glob("*.py"))
+WIDGET_MIXINS = {"JobHandlingMixin": MODULE_DIR / "MAISISynthLib" / "job_handling.py"}
+"""Library classes `MAISISynthWidget` inherits its methods from (the module file stays thin)."""
+WIDGET_CODE_FILES = [MODULE_FILE, *WIDGET_MIXINS.values(), MODULE_DIR / "MAISISynthLib" / "panel_widgets.py"]
+"""Files that use the module's widgets (`self.ui.X`, or `ui.X` on the widget's `ui`)."""
 STAND_IN_CLASSES = {
     "qMRMLWidget": "QWidget", "ctkCollapsibleButton": "QWidget", "ctkCollapsibleGroupBox": "QGroupBox",
     "qMRMLNodeComboBox": "QWidget", "qMRMLSegmentEditorWidget": "QWidget", "ctkDirectoryButton": "QWidget",
@@ -116,11 +120,43 @@ def test_every_mrml_widget_receives_the_scene():
 
 
 def test_every_widget_the_code_uses_exists_in_the_ui():
-    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
-    missing = used - set(ui_widgets())
-    assert not missing, f"MAISISynth.py uses widgets the .ui lacks: {sorted(missing)}"
+    used = set()
+    for path in WIDGET_CODE_FILES:
+        found = set(re.findall(r"\bui\.(\w+)", path.read_text()))
+        missing = found - set(ui_widgets())
+        assert not missing, f"{path.name} uses widgets the .ui lacks: {sorted(missing)}"
+        used |= found
     assert {"generateButton", "progressBar", "logTextEdit", "segmentEditorWidget", "inpaintButton",
-            "exportButton", "downloadWeightsButton", "diceButton", "addTumorButton"} <= used
+            "exportButton", "downloadWeightsButton", "diceButton", "addTumorButton", "statusLabel",
+            "sizeCheckLabel", "weightsStatusLabel", "serverTokenFilePathLineEdit"} <= used
+
+
+def test_the_widget_inherits_the_job_handling_and_copies_the_panel_state_onto_its_widgets():
+    """The methods `method()` finds in the library's mixins are the widget's own; `apply_panel_state`
+    sets every widget from a real panel state (plain objects stand in for Qt's widgets)."""
+    widget = next(n for n in module_tree().body if isinstance(n, ast.ClassDef) and n.name == "MAISISynthWidget")
+    assert set(WIDGET_MIXINS) <= {ast.unparse(base) for base in widget.bases}
+    assert "panel_widgets.apply_panel_state(self.ui, state, p)" in ast.unparse(method("updateGui"))
+    sys.path.insert(0, str(MODULE_DIR))
+    from MAISISynthLib import mask_request, panel, panel_widgets
+
+    names = {n for n in re.findall(r"\bui\.(\w+)", (MODULE_DIR / "MAISISynthLib" / "panel_widgets.py").read_text())}
+    names |= {f"{mask_request.parameter_names(organ)[1]}Slider" for organ in mask_request.ORGANS}
+    ui = types.SimpleNamespace(**{name: types.SimpleNamespace() for name in names})
+    settings = types.SimpleNamespace(maskTumor=mask_request.NO_TUMOR, **{
+        mask_request.parameter_names(organ)[0]: organ == "liver" for organ in mask_request.ORGANS})
+    state = panel.panel_state(panel.PanelInputs(model="demo", input_kind=panel.INPUT_GENERATED, size=(100, 100, 100),
+                                                on_server=True))
+    panel_widgets.apply_panel_state(ui, state, settings)
+    assert ui.generatedMapGroupBox.visible and ui.inputSegmentationSelector.visible and not ui.inputLabelmapLabel.visible
+    assert ui.testConnectionButton.enabled and ui.serverUrlLineEdit.enabled
+    assert ui.generateButton.enabled is state.generate_enabled is False  # no segmentation chosen yet
+    assert ui.sizeCheckLabel.text == state.size_check_text and state.size_check_text
+    assert ui.sizeCheckLabel.styleSheet == ("color: #c62828" if state.size_check_is_error else
+                                            "color: #b26a00" if state.size_check_is_warning else "")
+    assert ui.maskSizeLiverSlider.enabled and not ui.maskSizeStomachSlider.enabled
+    assert ui.maskTumorSizeSlider.enabled is False
+    assert ui.weightsStatusLabel.text == state.weights.text and ui.fieldOfViewLabel.text == state.field_of_view
 
 
 def test_every_parameter_is_bound_to_a_widget_of_its_type():
@@ -290,11 +326,16 @@ def module_tree() -> ast.Module:
 
 
 def method(name: str, class_name: str = "MAISISynthWidget") -> ast.FunctionDef:
-    for node in module_tree().body:
-        if isinstance(node, ast.ClassDef) and node.name == class_name:
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == name:
-                    return item
+    """A method of a class of the module file; the widget's may come from its library mixins."""
+    places = [(module_tree(), class_name)]
+    if class_name == "MAISISynthWidget":
+        places += [(ast.parse(path.read_text()), mixin) for mixin, path in WIDGET_MIXINS.items()]
+    for tree, owner in places:
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and node.name == owner:
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef) and item.name == name:
+                        return item
     raise AssertionError(f"{class_name}.{name} not found")
 
 

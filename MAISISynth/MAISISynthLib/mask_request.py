@@ -22,6 +22,8 @@ from typing import Any
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.maskgen import anatomy, grid
 
+MASK_JOB = "generate-mask"
+"""The worker's job kind for a generated label map (`MAISIEngine.jobs`)."""
 MASK_MODELS = ("mask-ct", "mask-demo")
 """Shipped mask-model names: NVIDIA's (downloaded) and the project's demo."""
 MODEL_FOLDER = "folder"
