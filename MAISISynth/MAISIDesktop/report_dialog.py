@@ -5,12 +5,14 @@ JSON; it never computes a figure itself (so the app needs no torch to show one).
 
 from __future__ import annotations
 
+import re
+
 from PyQt5 import QtCore, QtWidgets
 
 from MAISISynthLib.evaluation_report import ReportTable, ReportView
 
-NUMERIC_FROM_COLUMN = 1
-"""Every column but the first holds figures: right-aligned, like the engine's printed tables."""
+FIGURE = re.compile(r"^[-+]?[0-9.]")
+"""Cells that hold figures (beyond the first column) are right-aligned, like the engine's printed tables."""
 
 
 def table_widget(table: ReportTable, kind: str) -> QtWidgets.QTableWidget:
@@ -23,7 +25,7 @@ def table_widget(table: ReportTable, kind: str) -> QtWidgets.QTableWidget:
     for row, cells in enumerate(table.rows):
         for column, text in enumerate(cells):
             item = QtWidgets.QTableWidgetItem(text)
-            if column >= NUMERIC_FROM_COLUMN:
+            if column > 0 and FIGURE.match(text):
                 item.setTextAlignment(int(QtCore.Qt.AlignRight | QtCore.Qt.AlignVCenter))
             widget.setItem(row, column, item)
     widget.resizeColumnsToContents()
@@ -67,7 +69,7 @@ class ReportDialog(QtWidgets.QDialog):
         layout = QtWidgets.QVBoxLayout(self)
         layout.addWidget(self.tabs)
         layout.addWidget(buttons)
-        self.resize(760, 560)
+        self.resize(780, 640)
 
     def table(self, kind: str, key: str) -> QtWidgets.QTableWidget:
         """The table widget showing `key` of the report of `kind` (for tests and scripting)."""
