@@ -8,5 +8,5 @@
 
 Modules: `sources` (which files), `preprocess` (the reference's CT preprocessing), `slicing` (2.5D
 slices), `radimagenet` (the feature network), `frechet` (the distance), `fid`, `vae`, `batch_quality`,
-`report` (tables) and `cli`.
+`feature_cache` and `cli`; each measure's module formats its own table.
 """
