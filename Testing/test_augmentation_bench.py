@@ -108,5 +108,5 @@ def test_bad_arguments_exit_2_with_one_line(bench, capsys, argv, message):
 
 def test_defaults_fit_the_liver_box(bench):
     args = bench.parse_args([])
-    assert (args.real, args.synthetic, args.test, args.tumors) == (6, 6, 6, 3)
+    assert (args.real, args.synthetic, args.test, args.tumors) == (6, 6, 10, 3)
     assert tuple(args.box) == (64, 48, 48) and args.patch == 32

@@ -17,7 +17,8 @@ CTs to a small real training set improve liver-tumor segmentation on held-out re
    quality check (`maisi evaluate quality`) beside it.
 
     nice -n 10 python bench/augmentation.py                         # default size, 2-core CPU (~20 min)
-    python bench/augmentation.py --device cuda --workers 1 --real 24 --test 16 --steps 4000 --batch-size 8
+    python bench/augmentation.py --device cuda --workers 1 --threads 4 --real 24 --test 16 --size 128 128 128 \
+        --spacing 3 3 3 --box 96 64 64 --patch 48 --batch-size 8 --steps 4000       # GPU: larger and finer
     python bench/augmentation.py --real 2 --test 1 --steps 5 --seeds 0     # smoke run (~1 min)
 
 Prints a Markdown table (what docs/evaluation.md shows) and writes everything to OUT/augmentation.json.
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--real", type=int, default=6, help="real training phantoms (default 6)")
     parser.add_argument("--synthetic", type=int, help="synthetic CTs (default: as many as real, ratio 1:1)")
-    parser.add_argument("--test", type=int, default=6, help="held-out real phantoms (default 6)")
+    parser.add_argument("--test", type=int, default=10, help="held-out real phantoms (default 10)")
     parser.add_argument("--tumors", type=int, default=3, help="liver tumors per phantom (default 3)")
     parser.add_argument("--size", type=int, nargs=3, default=(96, 96, 96), help="phantom and CT grid (voxels)")
     parser.add_argument("--spacing", type=float, nargs=3, default=(4.0, 4.0, 4.0), help="mm (default 4 4 4)")
@@ -298,22 +299,28 @@ def run_all(loaded: dict[str, list], test_cases: list, args: argparse.Namespace)
     """The 2 x len(seeds) runs, `args.workers` at a time; per condition its Dice per seed and per case."""
     runs: dict[str, Any] = {name: {"cases": len(loaded[name]), "dice_per_seed": [], "dice_per_case": [],
                                    "train_eval_s": []} for name in CONDITIONS}
-    jobs = [(name, seed) for seed in args.seeds for name in CONDITIONS]
+    jobs = [(name, seed) for seed in args.seeds for name in CONDITIONS]  # paired by seed, in that order
+
+    def report(done: dict[str, Any]) -> dict[str, Any]:
+        print(f"{done['name']}, seed {done['seed']}: Dice {np.mean(done['scores']):.3f} "
+              f"(cases {', '.join(f'{s:.2f}' for s in done['scores'])}), {done['seconds']:.0f} s", flush=True)
+        return done
+
     if args.workers > 1:
         import multiprocessing
 
         with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(run_one, name, seed, loaded[name], test_cases, args) for name, seed in jobs]
+            for future in as_completed(futures):  # printed as they finish, recorded in job order
+                report(future.result())
             results = [f.result() for f in futures]
     else:
-        results = [run_one(name, seed, loaded[name], test_cases, args) for name, seed in jobs]
+        results = [report(run_one(name, seed, loaded[name], test_cases, args)) for name, seed in jobs]
     for done in results:
         run = runs[done["name"]]
         run["dice_per_seed"].append(float(np.mean(done["scores"])))
         run["dice_per_case"].append([round(s, 4) for s in done["scores"]])
         run["train_eval_s"].append(round(done["seconds"], 1))
-        print(f"{done['name']}, seed {done['seed']}: Dice {run['dice_per_seed'][-1]:.3f} "
-              f"(cases {', '.join(f'{s:.2f}' for s in done['scores'])}), {done['seconds']:.0f} s", flush=True)
     for run in runs.values():
         run["summary"] = summary(run["dice_per_seed"])
     return runs
