@@ -16,10 +16,10 @@ CTs to a small real training set improve liver-tumor segmentation on held-out re
    then mean and standard deviation over seeds, and the difference paired by seed; the synthetic set's HU
    quality check (`maisi evaluate quality`) beside it.
 
-    nice -n 10 python bench/augmentation.py                         # default size, 2-core CPU (~20 min)
+    nice -n 10 python bench/augmentation.py                         # default size, 2-core CPU (~15 min)
     python bench/augmentation.py --device cuda --workers 1 --threads 4 --real 24 --test 16 --size 128 128 128 \
         --spacing 3 3 3 --box 96 64 64 --patch 48 --batch-size 8 --steps 4000       # GPU: larger and finer
-    python bench/augmentation.py --real 2 --test 1 --steps 5 --seeds 0     # smoke run (~1 min)
+    python bench/augmentation.py --real 2 --test 1 --steps 5 --seeds 0     # smoke run (~40 s)
 
 Prints a Markdown table (what docs/evaluation.md shows) and writes everything to OUT/augmentation.json.
 """
