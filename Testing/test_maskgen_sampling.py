@@ -1,12 +1,16 @@
-"""The mask model's sampler with fewer steps than trained (respaced DDPM) and the demo's training objectives."""
+"""The mask model's sampler with fewer steps than trained (respaced DDPM), the demo's training objectives,
+and the shipped demo mask model."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from monai.networks.schedulers import DDPMScheduler
+from scipy import ndimage
 
-from MAISIEngine.maskgen.model import build_mask_scheduler, load_mask_preset
+from MAISIEngine.maskgen.cli import default_mask_model
+from MAISIEngine.maskgen.model import build_mask_scheduler, load_mask_model, load_mask_preset
+from MAISIEngine.maskgen.pipeline import CHECKED_ORGANS, generate_mask
 from MAISIEngine.maskgen.sampling import respaced_chain, sample_latents
 from MAISIEngine.maskgen.train import diffusion_objective, vae_objective
 
@@ -86,3 +90,35 @@ def test_vae_objective_values():
     assert abs(value - (np.log(4) + dice)) < 1e-5
     kl = vae_objective(perfect, torch.full_like(zeros, 2.0), torch.ones_like(zeros), target, kl_weight=1.0).item()
     assert abs(kl - 2.0) < 1e-3  # 0.5 * mu^2 with sigma 1
+
+
+def test_the_demo_ct_model_goes_with_the_demo_mask_model():
+    assert default_mask_model("demo") == "mask-demo"
+    assert default_mask_model("rflow-ct") == "mask-ct" and default_mask_model("ddpm-ct") == "mask-ct"
+
+
+def test_the_shipped_demo_mask_model_draws_every_checked_organ_at_phantom_size():
+    model = load_mask_model("mask-demo")
+    first = generate_mask(model, [], (128, 128, 128), (3.0, 3.0, 3.0), seed=0, region="chest-abdomen")
+    labels = first.volume.array
+    voxel_ml = 27.0 / 1000.0
+    for organ, ids in CHECKED_ORGANS.items():
+        assert np.isin(labels, ids).any(), organ
+    liver = labels == 1
+    assert 1000.0 < liver.sum() * voxel_ml < 1800.0  # training phantoms: 1260-1710 ml (10th-90th percentile)
+    assert ndimage.label(liver)[1] == 1
+    assert first.provenance["model"] == "mask-demo" and first.provenance["num_inference_steps"] == 100
+    again = generate_mask(model, [], (128, 128, 128), (3.0, 3.0, 3.0), seed=0, region="chest-abdomen")
+    assert np.array_equal(again.volume.array, labels)
+
+
+def test_asking_a_larger_liver_of_the_demo_mask_model_gives_one():
+    model = load_mask_model("mask-demo")
+
+    def liver_ml(size: float) -> float:
+        volumes = [(generate_mask(model, [("liver", size)], (64, 64, 64), (6.0, 6.0, 6.0), seed=s).volume.array == 1)
+                   .sum() * 0.216 for s in (100, 101)]
+        return float(np.mean(volumes))
+
+    small, large = liver_ml(0.1), liver_ml(0.9)
+    assert large > small + 150.0, (small, large)  # measured over 5 seeds: 1227 ml against 1554 ml

@@ -206,16 +206,12 @@ def test_a_missing_mask_model_is_one_clear_message(slicer_scene, tiny_mask_dir, 
         assert not (workdir / "map").exists()
 
 
-def test_mask_demo_without_its_trained_files_says_so(tmp_path):
-    """Until the demo mask model ships, choosing it is one message saying none is installed."""
-    demo = Path(__import__("MAISIEngine").__file__).parent / "assets" / "demo" / "mask_autoencoder.safetensors"
-    if demo.is_file():
-        pytest.skip("a trained demo mask model is installed")
-    job = mask_request.generate_mask_job(tmp_path / "map", mask_request.MaskRequest({"liver": 0.5}), model="mask-demo",
+def test_the_shipped_demo_mask_model_fills_the_panel_s_default_grid(slicer_scene, tmp_path):
+    """mask-demo from the panel: the worker draws a chest-abdomen map that opens with every checked organ."""
+    job = mask_request.generate_mask_job(tmp_path / "map", mask_request.MaskRequest({"liver": 0.9}), model="mask-demo",
                                          size=(64, 64, 64), spacing=(6.0, 6.0, 6.0), seed=0, device="cpu")
-    running = JobRunner(env=WORKER_ENV).start(job, tmp_path)
-    assert running.wait(timeout=300) == 2
-    running.poll()
-    text = mask_request.error_text(running.error)
-    assert running.error["kind"] == "WeightsMissingError" and "no trained demo mask model" in text
-    assert "Traceback" not in text and len(running.error["message"].splitlines()) == 1
+    result = run_worker_job(job, tmp_path)
+    assert result["missing"] == [] and result["provenance_data"]["model"] == "mask-demo"
+    nodes = generated_map.load_generated_map(result)
+    values = {int(v) for v in np.unique(file_labels_on_node_grid(result["labels"], nodes.grid))}
+    assert {1, 3, 4, 5, 14} <= values  # liver, spleen, pancreas, kidneys and values & set(range(33, 57)) and values & {28, 29, 30, 31, 32}

@@ -171,7 +171,7 @@ def weight_path(preset: MaskPreset, role: str) -> Path:
     if preset.weights_source == "package":
         path = Path(str(resources.files("MAISIEngine").joinpath("assets", "demo", filename)))
         hint = ("this installation ships no trained demo mask model; use --model mask-ct after "
-                "`maisi weights download mask-generation`, or train one with bench/train_mask_demo.py "
+                "`maisi weights download mask-generation`, or train one with `maisi train mask-vae|mask-diffusion` "
                 "and pass its folder to --model")
     else:
         if preset.source_path is None:

@@ -1,8 +1,10 @@
-"""Training a mask-generation model (the demo one) on procedural phantoms: mask VAE, then DDPM U-Net.
+"""What training a mask-generation model on procedural phantoms needs: the data, the two objectives, the export.
+
+`maisi train mask-vae|mask-diffusion` (`train_runner`) runs the stages; this module holds their parts.
 
 Data: phantom label maps (`MAISIEngine.phantom`) on the model's native grid; each map's classes are
 indices into the preset's class table, fed to the VAE as 8 bit-planes (as MAISI's mask VAE reads them)
-and reconstructed as per-class logits (cross-entropy, plus a small KL term). Each map's condition is its
+and reconstructed as per-class logits (cross-entropy and soft Dice, plus a KL term). Each map's condition is its
 10 anatomy sizes: for each of the five organs the rank of its volume among the training maps, as a
 percentile in [0, 1], and -1 for the tumors (the phantoms used here carry none); that table is the size
 database shipped with the model. The U-Net learns DDPM noise (or, when its preset says so, velocity)
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from MAISIEngine.maskgen import anatomy
-from MAISIEngine.maskgen.model import MaskPreset, build_mask_autoencoder, build_mask_scheduler, build_mask_unet
+from MAISIEngine.maskgen.model import MaskPreset
 from MAISIEngine.labels import BODY
 from MAISIEngine.masks import label_bitplanes
-
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -116,38 +115,6 @@ def _cosine_lr(step: int, total: int, peak: float, warmup: int = 20) -> float:
     return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
-def train_mask_vae(preset: MaskPreset, data: MaskDataset, steps: int, batch: int = 2, lr: float = 3e-3,
-                   kl_weight: float = MASK_KL_WEIGHT, seed: int = 0, budget_s: float | None = None, crop: int = 32,
-                   log: Log = print) -> tuple[torch.nn.Module, list[float]]:
-    """Cross-entropy reconstruction of class maps from their bit-planes; returns the VAE and its losses."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    vae = build_mask_autoencoder(preset).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    losses: list[float] = []
-    start = time.perf_counter()
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, steps, lr)
-        idx = rng.choice(len(data.classes), size=batch, replace=False)
-        corner = [int(rng.integers(0, n - crop + 1)) for n in data.classes.shape[1:]]
-        window = tuple(slice(c, c + crop) for c in corner)
-        target = torch.from_numpy(np.ascontiguousarray(data.classes[(idx, *window)]))
-        recon, mu, sigma = vae(label_bitplanes(target.unsqueeze(1)))
-        loss = vae_objective(recon, mu, sigma, target, kl_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if step % 10 == 0 or step == steps - 1:
-            log(f"mask-vae step {step + 1}/{steps} loss {loss.item():.4f} ({time.perf_counter() - start:.0f} s)")
-        if budget_s is not None and time.perf_counter() - start > budget_s:
-            log(f"mask-vae: time budget reached after {step + 1} steps")
-            break
-    return vae.eval(), losses
-
-
 @torch.no_grad()
 def encode_latents(vae: torch.nn.Module, data: MaskDataset) -> torch.Tensor:
     """Posterior means of every map (N, 4, x, y, z)."""
@@ -157,54 +124,6 @@ def encode_latents(vae: torch.nn.Module, data: MaskDataset) -> torch.Tensor:
         z_mu, _ = vae.encode(label_bitplanes(target))
         out.append(z_mu)
     return torch.cat(out)
-
-
-def train_mask_diffusion(preset: MaskPreset, latents: torch.Tensor, conditions: np.ndarray, steps: int,
-                         batch: int = 16, lr: float = 1e-3, seed: int = 0, budget_s: float | None = None,
-                         log: Log = print) -> tuple[torch.nn.Module, float, list[float]]:
-    """DDPM noise prediction on scaled latents with the sizes as context; returns the U-Net, scale, losses."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    scale = float(1.0 / latents.flatten().std())
-    scaled = latents * scale
-    cond = torch.from_numpy(conditions).float().unsqueeze(1)
-    unet = build_mask_unet(preset).train()
-    scheduler = build_mask_scheduler(preset)
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
-    losses: list[float] = []
-    start = time.perf_counter()
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, steps, lr)
-        idx = torch.from_numpy(rng.choice(len(scaled), size=min(batch, len(scaled)), replace=False))
-        x0 = scaled[idx]
-        if rng.random() < 0.5:  # the phantoms are left-right asymmetric, so no flips; shift a voxel or two
-            x0 = torch.roll(x0, shifts=int(rng.integers(-1, 2)), dims=4)
-        noise = torch.randn_like(x0)
-        t = torch.randint(0, scheduler.num_train_timesteps, (x0.shape[0],))
-        loss = diffusion_objective(scheduler, lambda x: unet(x, timesteps=t, context=cond[idx]), x0, noise, t)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if step % 100 == 0 or step == steps - 1:
-            log(f"mask-diffusion step {step + 1}/{steps} loss {loss.item():.4f} ({time.perf_counter() - start:.0f} s)")
-        if budget_s is not None and time.perf_counter() - start > budget_s:
-            log(f"mask-diffusion: time budget reached after {step + 1} steps")
-            break
-    return unet.eval(), scale, losses
-
-
-def export_official_layout(out_dir: str | Path, vae: torch.nn.Module, unet: torch.nn.Module, scale: float) -> dict[str, Path]:
-    """The two files in NVIDIA's layout: a bare VAE state dict; `unet_state_dict` + `scale_factor`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"mask_autoencoder": out / "mask_generation_autoencoder.pt",
-             "mask_diffusion_unet": out / "mask_generation_diffusion_unet.pt"}
-    torch.save(vae.state_dict(), paths["mask_autoencoder"])
-    torch.save({"unet_state_dict": unet.state_dict(), "scale_factor": torch.tensor(scale)}, paths["mask_diffusion_unet"])
-    return paths
 
 
 def export_package(out_dir: str | Path, vae: torch.nn.Module, unet: torch.nn.Module, scale: float,
