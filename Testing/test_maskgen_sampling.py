@@ -3,6 +3,8 @@ and the shipped demo mask model."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from monai.networks.schedulers import DDPMScheduler
@@ -122,3 +124,12 @@ def test_asking_a_larger_liver_of_the_demo_mask_model_gives_one():
 
     small, large = liver_ml(0.1), liver_ml(0.9)
     assert large > small + 150.0, (small, large)  # measured over 5 seeds: 1227 ml against 1554 ml
+
+
+def test_the_demo_package_with_its_mask_model_stays_within_40_mb():
+    from importlib import resources
+
+    folder = Path(str(resources.files("MAISIEngine").joinpath("assets", "demo")))
+    files = {p.name: p.stat().st_size for p in folder.iterdir() if p.is_file()}
+    assert {"mask_autoencoder.safetensors", "mask_diffusion_unet.safetensors", "mask_anatomy_sizes.json"} <= set(files)
+    assert sum(files.values()) < 40_000_000, files
