@@ -82,6 +82,7 @@ def test_sliders_generate_an_editable_label_map_then_the_ct_is_made_from_it(wind
                                                                             random_model):
     panel, box = choose_generated_map(window)
     assert box.isVisible() and not panel.use_mask_grid.isEnabled()
+    assert box.model_combo.currentText() == "mask-demo" and box.model_choice == "mask-demo"  # the shipped one
     assert not box.generate_map_button.isEnabled() or box.model_choice != "folder"
     box.set_model_folder(tiny_mask_dir)
     assert box.generate_map_button.isEnabled(), box.generate_map_button.toolTip()

@@ -477,3 +477,16 @@ def test_the_parameter_defaults_are_the_request_with_nothing_constrained():
     assert {name: names[defaults[name]] for name in expected} == expected
     request = mask_request.MaskRequest.from_settings(types.SimpleNamespace(**expected))
     assert request.anatomy_sizes() == {tumor: -1.0 for tumor in mask_request.TUMOR_CHOICES[1:]}
+
+
+def test_the_shipped_demo_mask_model_is_the_default_choice_in_both_front_ends():
+    """The default CT model is the demo one, so the default mask model is the one shipped beside it."""
+    from MAISISynthLib import mask_request
+
+    assert mask_request.MASK_MODELS[0] == "mask-demo" and "mask-ct" in mask_request.MASK_MODELS
+    defaults = {}
+    for node in module_tree().body:
+        if isinstance(node, ast.ClassDef) and node.name == "MAISISynthParameterNode":
+            defaults = {s.target.id: ast.unparse(s.value) for s in node.body
+                        if isinstance(s, ast.AnnAssign) and s.value is not None}
+    assert defaults["maskModel"] == "mask_request.MASK_MODELS[0]" and defaults["model"] == "'demo'"

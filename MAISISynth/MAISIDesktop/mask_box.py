@@ -61,8 +61,8 @@ class GeneratedMapBox(QtWidgets.QGroupBox):
         self.model_combo.setObjectName("maskModelCombo")
         self.model_combo.addItems(mask_request.MASK_MODELS)
         self.model_combo.addItem(MODEL_FOLDER_TEXT, mask_request.MODEL_FOLDER)
-        self.model_combo.setToolTip("mask-ct: NVIDIA's mask generator (`maisi weights download mask-generation`); "
-                                    "mask-demo: the project's small demo model; or a trained model's folder")
+        self.model_combo.setToolTip("mask-demo: the project's small demo model (shipped); mask-ct: NVIDIA's mask "
+                                    "generator (`maisi weights download mask-generation`); or a trained model's folder")
         self.model_combo.activated.connect(self._model_activated)
         self.model_combo.currentIndexChanged.connect(lambda _i: self._sync_enabled())
         self.use_boxes: dict[str, QtWidgets.QCheckBox] = {}

@@ -24,8 +24,9 @@ from MAISIEngine.maskgen import anatomy, grid
 
 MASK_JOB = "generate-mask"
 """The worker's job kind for a generated label map (`MAISIEngine.jobs`)."""
-MASK_MODELS = ("mask-ct", "mask-demo")
-"""Shipped mask-model names: NVIDIA's (downloaded) and the project's demo."""
+MASK_MODELS = ("mask-demo", "mask-ct")
+"""Mask-model names, the default first: the project's demo (shipped, goes with the default demo CT model)
+and NVIDIA's (downloaded)."""
 MODEL_FOLDER = "folder"
 """The model choice that means "a folder holding mask_preset.json" (a trained or fine-tuned model)."""
 MASK_MODEL_CHOICES = (*MASK_MODELS, MODEL_FOLDER)
