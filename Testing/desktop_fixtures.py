@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 LIVER, SPLEEN, LUNG_LOBE, VERTEBRA, BODY = 1, 3, 28, 33, 200
 
@@ -109,3 +110,17 @@ def answer_next_dialog(name: str, button, seen: list | None = None, delay_ms: in
 
     QtCore.QTimer.singleShot(delay_ms, answer)
     return seen
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    """The main window, closed (and its worker stopped) after the test."""
+    yield from open_main_window(qtbot, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory):
+    """A real MAISI model directory (demo architecture, random weights, safetensors)."""
+    from MAISIEngine.modeldir import random_model_directory
+
+    return random_model_directory(tmp_path_factory.mktemp("model") / "demo-random", "demo", layout="safetensors")

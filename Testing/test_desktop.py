@@ -25,7 +25,7 @@ pytest.importorskip("vtk")
 from PyQt5 import QtCore, QtGui, QtWidgets  # noqa: E402
 
 from desktop_fixtures import (  # noqa: E402
-    open_main_window,
+    random_model, window,  # noqa: F401  (fixtures)
     BODY, LIVER, SPLEEN, VERTEBRA, interior_voxel, pixel_at, torso_ct, torso_labels, write_nifti,
 )
 from MAISIEngine import labels as maisi_labels  # noqa: E402
@@ -52,11 +52,6 @@ def assert_colour(actual, expected, what: str) -> None:
 
 
 @pytest.fixture
-def window(qtbot, tmp_path):
-    yield from open_main_window(qtbot, tmp_path)
-
-
-@pytest.fixture
 def torso_files(tmp_path):
     labels = torso_labels()
     return {
@@ -64,14 +59,6 @@ def torso_files(tmp_path):
         "ct": write_nifti(tmp_path / "torso_ct.nii.gz", torso_ct(labels)),
         "array": labels,
     }
-
-
-@pytest.fixture(scope="session")
-def random_model(tmp_path_factory):
-    """A real MAISI model directory (demo architecture, random weights, safetensors)."""
-    from MAISIEngine.modeldir import random_model_directory
-
-    return random_model_directory(tmp_path_factory.mktemp("model") / "demo-random", "demo", layout="safetensors")
 
 
 def small_mask_file(tmp_path: Path) -> Path:

@@ -18,7 +18,7 @@ pytest.importorskip("vtk")
 
 from PyQt5 import QtCore  # noqa: E402
 
-from desktop_fixtures import LIVER, open_main_window  # noqa: E402
+from desktop_fixtures import LIVER, random_model, window  # noqa: E402,F401  (fixtures)
 from maskgen_fixtures import tiny_mask_dir  # noqa: E402,F401  (fixture)
 from test_desktop_workflow import HEPATIC_TUMOR, drag  # noqa: E402
 from MAISIDesktop.generate_panel import SOURCE_GENERATED  # noqa: E402
@@ -26,18 +26,6 @@ from MAISIDesktop.loading import to_canonical  # noqa: E402
 from MAISIEngine.io.nifti import read_volume  # noqa: E402
 
 JOB_TIMEOUT_MS = 180_000
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    yield from open_main_window(qtbot, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def random_model(tmp_path_factory):
-    from MAISIEngine.modeldir import random_model_directory
-
-    return random_model_directory(tmp_path_factory.mktemp("model") / "demo-random", "demo", layout="safetensors")
 
 
 def paint_tumor_in_liver(qtbot, window) -> list[tuple[int, int, int]]:

@@ -21,8 +21,8 @@ pytest.importorskip("vtk")
 from PyQt5 import QtCore, QtGui, QtWidgets  # noqa: E402
 
 from desktop_fixtures import (  # noqa: E402
-    BODY, LIVER, SPLEEN, answer_next_dialog, interior_voxel, open_main_window, pixel_at, torso_ct, torso_labels,
-    write_nifti,
+    BODY, LIVER, SPLEEN, answer_next_dialog, interior_voxel, pixel_at, torso_ct, torso_labels,
+    write_nifti, random_model, window,  # noqa: F401  (fixtures)
 )
 from MAISIEngine.errors import MaisiError  # noqa: E402
 from MAISIDesktop.colours import colour_distance, colour_of, colour_table  # noqa: E402
@@ -31,19 +31,6 @@ from MAISIDesktop.overlay import grey_of  # noqa: E402
 Button = QtWidgets.QMessageBox
 HEPATIC_TUMOR = 26
 JOB_TIMEOUT_MS = 180_000
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    yield from open_main_window(qtbot, tmp_path)
-
-
-@pytest.fixture(scope="session")
-def random_model(tmp_path_factory):
-    """A real MAISI model directory (demo architecture, random weights, safetensors)."""
-    from MAISIEngine.modeldir import random_model_directory
-
-    return random_model_directory(tmp_path_factory.mktemp("model") / "demo-random", "demo", layout="safetensors")
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from MAISISynthLib import mask_request, params
 from MAISISynthLib.execution import DEFAULT_SERVER_URL, LOCAL, MODE_LABELS, SERVER, ExecutionSettings
 
 from MAISIDesktop.mask_box import GeneratedMapBox
+from MAISIDesktop.seed_row import seed_row
 
 SOURCE_LABELS = "Current label map"
 SOURCE_TEMPLATE = "Phantom template"
@@ -133,13 +134,7 @@ class GeneratePanel(QtWidgets.QWidget):
         self.region_combo.addItems(params.REGION_CHOICES)
         self.seed = QtWidgets.QSpinBox()
         self.seed.setObjectName("seed")
-        self.seed.setRange(0, params.MAX_SEED)
-        dice = QtWidgets.QToolButton()
-        dice.setText("Random")
-        dice.clicked.connect(lambda: self.seed.setValue(params.random_seed()))
-        seed_row = QtWidgets.QHBoxLayout()
-        seed_row.addWidget(self.seed, 1)
-        seed_row.addWidget(dice)
+        seed_box = seed_row(self.seed)
         self.steps = QtWidgets.QSpinBox()
         self.steps.setObjectName("steps")
         self.steps.setRange(0, 1000)
@@ -199,7 +194,7 @@ class GeneratePanel(QtWidgets.QWidget):
         grid_form.addRow(self.fov_label)
         grid_form.addRow(self.check_label)
         grid_form.addRow("Body region", self.region_combo)
-        grid_form.addRow("Seed", seed_row)
+        grid_form.addRow("Seed", seed_box)
         grid_form.addRow("Steps", self.steps)
         grid_form.addRow("Device", self.device_combo)
         grid_form.addRow("Modality", self.modality_combo)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from PyQt5 import QtCore, QtWidgets
 
-from MAISISynthLib import mask_request, params
+from MAISIDesktop.seed_row import seed_row
+from MAISISynthLib import mask_request
 
 SLIDER_STEPS = 100
 """Slider positions per unit of size: 0.01 resolution, as the percentile is shown with two decimals."""
@@ -89,15 +90,8 @@ class GeneratedMapBox(QtWidgets.QGroupBox):
         form.addRow("Tumor size", self.tumor_size)
         self.seed = QtWidgets.QSpinBox()
         self.seed.setObjectName("maskSeed")
-        self.seed.setRange(0, params.MAX_SEED)
         self.seed.setToolTip("The same seed, model and sizes give the same map")
-        dice = QtWidgets.QToolButton()
-        dice.setText("Random")
-        dice.clicked.connect(lambda: self.seed.setValue(params.random_seed()))
-        seed_row = QtWidgets.QHBoxLayout()
-        seed_row.addWidget(self.seed, 1)
-        seed_row.addWidget(dice)
-        form.addRow("Map seed", seed_row)
+        form.addRow("Map seed", seed_row(self.seed))
         self.generate_map_button = QtWidgets.QPushButton("Generate label map")
         self.generate_map_button.setObjectName("generateMapButton")
         self.generate_map_button.clicked.connect(self.generateMapClicked.emit)
