@@ -18,7 +18,7 @@ from MAISIEngine.maskgen import anatomy
 from MAISIEngine.maskgen.model import (build_mask_autoencoder, build_mask_unet, load_mask_model, load_mask_preset,
                                        mask_preset_from_dict, official_classes)
 from MAISIEngine.maskgen.pipeline import generate_mask, place_on_grid
-from MAISIEngine.maskgen.postprocess import closing, dilate, erode, postprocess_generated
+from MAISIEngine.maskgen.postprocess import closing, dilate, erode, keep_largest_components, postprocess_generated
 from MAISIEngine.maskgen.sampling import classes_to_maisi
 from MAISIEngine.labels import valid_ids
 from maskgen_fixtures import SIZE_DB, randomise, tiny_mask_dir, tiny_mask_preset_dict, write_official_layout  # noqa: F401
@@ -378,3 +378,17 @@ def test_the_light_grid_check_reads_the_preset_as_the_engine_does(tiny_mask_dir,
     grid.check_model_grid(str(tiny_mask_dir), (48, 48, 32), (2, 2, 3))
     with pytest.raises(MaisiError, match="unknown mask model"):
         grid.check_model_grid(str(tmp_path), (48, 48, 32), (2, 2, 3))
+
+
+def test_equal_components_are_broken_as_the_reference_breaks_ties():
+    """36 one-voxel specks of a label: the reference (NV-Generate-CTMR `supress_non_largest_components`,
+    run on this volume) keeps the speck at (21, 17, 2), an effect of numpy's default argsort on the
+    component sizes; a stable sort would keep the first, (1, 1, 2)."""
+    volume = np.zeros((24, 24, 24), dtype=np.int64)
+    for x in range(1, 24, 4):
+        for y in range(1, 24, 8):
+            for z in range(2, 24, 12):
+                volume[x, y, z] = 1
+    kept = keep_largest_components(volume, [1], 200)
+    assert [tuple(int(v) for v in p) for p in np.argwhere(kept == 1)] == [(21, 17, 2)]
+    assert int((kept == 200).sum()) == 35

@@ -62,7 +62,10 @@ def outside_two_largest(mask: np.ndarray) -> np.ndarray:
     components, count = ndimage.label(mask[box], structure=CUBE)
     counts = np.bincount(components.ravel(), minlength=count + 1).astype(np.int64)
     counts[0] = mask.size - n_label  # background of the whole volume, not only of the box
-    order = np.argsort(-counts, kind="stable")
+    # Ties (common among specks) are broken as the reference breaks them: numpy's default argsort of the
+    # counts, read from the end; the counts array is the reference's, component for component (both number
+    # components in raster order), so the same two are kept.
+    order = np.argsort(counts)[::-1]
     keep = set(int(v) for v in order[:2])
     dropped = ~np.isin(components, list(keep))
     if 0 not in keep:  # the background itself is dropped (a label filling most of the volume)
