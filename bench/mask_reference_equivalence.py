@@ -18,7 +18,9 @@ generator seeded as the engine's and advanced past the initial noise (the engine
 seeded generator), the VAE's float16 GroupNorm (CUDA only) is off on both sides, and its
 float16 condition is given to the U-Net as float32 by a thin
 wrapper (the condition values below are exact in float16). Printed: the largest differences of the final
-latent, of the VAE's logits, and the share of voxels with the same MAISI id.
+latent and of the VAE's logits (the reference's whole-volume decode against the same decode in the engine),
+how many voxels the engine's split decode puts in another class (a logit tie broken by rounding), and the
+share of voxels with the same MAISI id after post-processing, with the differing ones.
 
     python bench/mask_reference_equivalence.py --reference /path/to/NV-Generate-CTMR
 """
@@ -108,6 +110,7 @@ def run_case(ref: Any, table: Path, case: str, latent: int, seed: int, scale: fl
     classes = decode_classes(vae, ours_latent, scale, len(preset.classes))
     with torch.no_grad():
         ours_logits.append(vae.decode_stage_2_outputs(ours_latent / scale))
+    flips = int((torch.argmax(ours_logits[0][0], dim=0).numpy() != classes).sum())
     ours_ids = postprocess_generated(classes_to_maisi(classes, preset.classes), target_tumor_label(CONDITION))
     engine_s = time.perf_counter() - start
 
@@ -130,6 +133,7 @@ def run_case(ref: Any, table: Path, case: str, latent: int, seed: int, scale: fl
             "first_noise_equal": bool(torch.equal(noise, torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed)))),
             "latent_decoded": compare("final latent / scale factor", ours_latent / scale, seen[0]),
             "logits": compare("VAE logits", ours_logits[0], seen[1]),
+            "argmax_flips_split_vs_whole_decode": flips,
             "labels_same_share": round(same, 6), "voxels_differing": dict(sorted(pairs.items(), key=lambda kv: -kv[1])[:8]), "labels_present": sorted(int(v) for v in np.unique(ours_ids))[:12],
             "engine_s": round(engine_s, 1), "reference_s": round(reference_s, 1)}
 
