@@ -42,8 +42,8 @@ def main() -> None:
             sys.exit(f"`maisi {' '.join(stage)}` failed")
         print(f"{stage[1]} done after {time.perf_counter() - began:.0f} s", file=sys.stderr)
         if number == 0:
-            subprocess.run([sys.executable, str(Path(__file__).with_name("eval_mask_vae.py")), "--model", str(args.out)],
-                           check=True)
+            evaluate = Path(__file__).with_name("eval_mask_vae.py")
+            subprocess.run([sys.executable, str(evaluate), "--model", str(args.out)], check=True)
     target = Path(__file__).resolve().parents[1] / "MAISIEngine" / "assets" / "demo" if args.install \
         else args.out / "package"
     for role, path in package_model_folder(args.out, target).items():

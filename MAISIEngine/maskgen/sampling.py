@@ -2,10 +2,10 @@
 
 Sampling follows MONAI's DDPM: start from unit Gaussian latents, and at each of the scheduler's steps
 predict the noise with the U-Net (cross-attention context: the 10 anatomy sizes) and step back; with fewer
-steps than trained, over the respaced chain (`respaced_chain`). The
-latents are divided by the latent scale factor and decoded by the mask VAE through the tensor-splitting
-executor, so the 125-class logits of a 256^3 map never need the whole decoder in memory at once; the
-class of each voxel is the argmax of its logits (softmax does not change it), then its MAISI id.
+steps than trained, over the respaced chain (`respaced_chain`). The latents are divided by the latent
+scale factor and decoded by the mask VAE through the tensor-splitting executor, so the 125-class logits
+of a 256^3 map never need the whole decoder in memory at once; the class of each voxel is the argmax of
+its logits (softmax does not change it), then its MAISI id.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def respaced_chain(scheduler, num_steps: int) -> tuple[Any, list[int]]:
     MONAI's `DDPMScheduler.step` goes from t to t - 1: it assumes every trained timestep is visited. In a
     loop over every 10th timestep each step removes one timestep's worth of noise while the U-Net is next
     told the sample is ten timesteps cleaner, so a learned network keeps seeing samples noisier than it is
-    told (the demo model's draws decoded to noise-like specks). Respacing (Nichol & Dhariwal 2021) keeps the trained cumulative
-    alphas at the visited timesteps and gives each step the beta that joins them,
+    told (the demo model's draws decoded to noise-like specks). Respacing (Nichol & Dhariwal 2021) keeps
+    the trained cumulative alphas at the visited timesteps and gives each step the beta that joins them,
     beta_i = 1 - abar(t_i) / abar(t_(i-1)); with every timestep visited it is the original chain.
     """
     from monai.networks.schedulers import DDPMScheduler
