@@ -316,6 +316,8 @@ def test_train_mask_stages_resume_and_give_a_folder_masks_generate_loads(tmp_pat
     assert main(["train", "mask-vae", "--steps", "3", "--time-budget", "0", *common]) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert first["steps"] == 1 and (out / "checkpoints" / "mask-vae_state.pt").is_file()
+    assert main(["train", "mask-vae", "--steps", "3", "--resume", "--kl-weight", "0.01", *common]) == 2
+    assert "kl_weight: 0.0001 -> 0.01" in capsys.readouterr().err  # the mask VAE's default, then the asked one
     assert main(["train", "mask-vae", "--steps", "3", "--resume", *common]) == 0
     captured = capsys.readouterr()
     assert "resuming after step 1" in captured.err and json.loads(captured.out.strip().splitlines()[-1])["steps"] == 3

@@ -22,8 +22,8 @@ import torch
 from MAISIEngine.errors import MaisiError
 from MAISIEngine.maskgen.model import (MaskPreset, build_mask_autoencoder, build_mask_scheduler, build_mask_unet,
                                        load_mask_preset, mask_preset_from_dict)
-from MAISIEngine.maskgen.train import (MaskDataset, _cosine_lr, build_dataset, diffusion_objective, encode_latents,
-                                       vae_objective)
+from MAISIEngine.maskgen.train import (MASK_KL_WEIGHT, MaskDataset, _cosine_lr, build_dataset, diffusion_objective,
+                                       encode_latents, vae_objective)
 from MAISIEngine.masks import label_bitplanes
 
 MASK_STAGES = ("mask-vae", "mask-diffusion")
@@ -71,6 +71,7 @@ def run_mask_stage(args: argparse.Namespace) -> int:
         data = build_dataset(preset, range(args.seed, args.seed + args.phantoms))
         batch = args.batch_size if args.batch_size and args.batch_size > 1 else DEFAULT_BATCH[stage]
         lr = args.lr or DEFAULT_LR[stage]
+        kl_weight = MASK_KL_WEIGHT if getattr(args, "kl_weight", None) is None else float(args.kl_weight)
         scheduler = build_mask_scheduler(preset)
         extra: dict[str, Any] = {}
         if stage == "mask-vae":
@@ -96,6 +97,8 @@ def run_mask_stage(args: argparse.Namespace) -> int:
         optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=0.0)
         signature = {"stage": stage, "phantoms": args.phantoms, "seed": args.seed, "batch": batch, "lr": lr,
                      "steps": args.steps, "world": ctx.world_size, "preset": preset.name}
+        if stage == "mask-vae":
+            signature["kl_weight"] = kl_weight
         checkpoint = state_path(out, stage)
         start_step, losses = 0, []
         if args.resume:
@@ -113,7 +116,7 @@ def run_mask_stage(args: argparse.Namespace) -> int:
             if stage == "mask-vae":
                 target = _vae_batch(data, rng, batch).to(device)
                 recon, mu, sigma = model(label_bitplanes(target.unsqueeze(1)))
-                loss = vae_objective(recon, mu, sigma, target)
+                loss = vae_objective(recon, mu, sigma, target, kl_weight)
             else:
                 idx = torch.from_numpy(rng.choice(len(scaled), size=min(batch, len(scaled)), replace=False))
                 x0 = scaled[idx]

@@ -77,7 +77,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                           "about the last 1000 steps), instead of the last step's weights (default 0: off)")
     run.add_argument("--no-progress", action="store_true")
     vae = parser.add_argument_group("vae objectives")
-    vae.add_argument("--kl-weight", type=float, default=1e-7)
+    vae.add_argument("--kl-weight", type=float,
+                     help="KL term weight (default: 1e-7 for the CT VAE, as MAISI; 1e-4 for the mask VAE)")
     vae.add_argument("--adv-weight", type=float, default=0.1)
     vae.add_argument("--adv-start", type=float, default=0.3, help="fraction of the run before the adversarial loss starts")
     vae.add_argument("--disc-channels", type=int, default=32, help="patch discriminator width (MAISI: 32)")
@@ -170,7 +171,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr if args.lr is not None else lr, seed=args.seed, device=args.device, amp=args.amp,
         resume=args.resume, checkpoint_every=args.checkpoint_every, time_budget_s=args.time_budget,
         ema_decay=args.ema_decay,
-        progress=not args.no_progress, size=size, kl_weight=args.kl_weight, adv_weight=args.adv_weight,
+        progress=not args.no_progress, size=size,
+        kl_weight=args.kl_weight if args.kl_weight is not None else TrainConfig.kl_weight, adv_weight=args.adv_weight,
         adv_start=args.adv_start, disc_channels=args.disc_channels, freeze_encoder=args.freeze_encoder,
         decode_posterior_mean=args.decode_posterior_mean,
         window_weight=args.window_loss_weight, mse_weight=args.mse_weight,
